@@ -1,0 +1,3 @@
+"""Data layer for audio-visual deepfake-detection research."""
+
+__version__ = "0.1.0"
