@@ -1,0 +1,406 @@
+"""Typed configuration: frozen dataclasses mirroring ``configs/preprocessing.yaml``.
+
+``load_config(path)`` reads the YAML, rejects unknown keys and wrong types with a
+:class:`~src.errors.ConfigError` naming the key (and the allowed keys or values),
+and returns a :class:`Config`. Every section has defaults, so an empty file is a
+valid config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from src.errors import ConfigError
+
+__all__ = [
+    "LMDBOptions",
+    "OutputConfig",
+    "DatasetConfig",
+    "FramesConfig",
+    "FacesConfig",
+    "AudioConfig",
+    "SplitsConfig",
+    "ProcessingConfig",
+    "LoaderConfig",
+    "Config",
+    "FORMATS",
+    "CODECS",
+    "LABEL_POLICIES",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+]
+
+FORMATS = ("lmdb", "hdf5", "numpy", "torch")
+CODECS = ("raw", "zstd", "jpeg")
+LABEL_POLICIES = ("multimodal", "video", "audio")
+SAMPLING_MODES = ("uniform", "window")
+NO_FACE_POLICIES = ("center", "skip")
+DETECTORS = ("dlib_hog", "haar")
+EXECUTORS = ("process", "serial")
+
+
+def _choice(section: str, name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{section}.{name}: invalid value {value!r}; must be one of {', '.join(map(str, allowed))}")
+
+
+def _positive(section: str, name: str, value: float | int | None, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if value is None or value <= 0:
+        raise ConfigError(f"{section}.{name}: must be a positive number; got {value!r}")
+
+
+@dataclass(frozen=True)
+class LMDBOptions:
+    """LMDB-specific output options (spec section "Configuration").
+
+    Attributes:
+        map_size_gb: Initial map size; the store grows itself when full.
+        max_readers: Maximum simultaneous read transactions.
+        create_indexes: Whether to maintain the per-field indexes.
+        index_fields: Metadata fields to index (``label`` is the sample label).
+        commit_every: Samples per committed write transaction.
+    """
+
+    map_size_gb: float = 10
+    max_readers: int = 1024
+    create_indexes: bool = True
+    index_fields: tuple[str, ...] = ("label", "category", "method")
+    commit_every: int = 64
+
+    def __post_init__(self) -> None:
+        _positive("output.lmdb", "map_size_gb", self.map_size_gb)
+        _positive("output.lmdb", "max_readers", self.max_readers)
+        _positive("output.lmdb", "commit_every", self.commit_every)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where and how samples are written.
+
+    Attributes:
+        dir: Parent directory of the ``FakeAVCeleb_v1.2/`` output tree.
+        format: Store format, one of :data:`FORMATS`.
+        codec: Codec of the clip array: ``raw`` (default, lossless), ``zstd``
+            (lossless) or ``jpeg`` (lossy).
+        jpeg_quality: JPEG quality when ``codec`` is ``jpeg``.
+        zstd_level: Zstandard level when ``codec`` is ``zstd``.
+        lmdb: LMDB options.
+    """
+
+    dir: str = "data/processed"
+    format: str = "lmdb"
+    codec: str = "raw"
+    jpeg_quality: int = 95
+    zstd_level: int = 3
+    lmdb: LMDBOptions = field(default_factory=LMDBOptions)
+
+    def __post_init__(self) -> None:
+        _choice("output", "format", self.format, FORMATS)
+        _choice("output", "codec", self.codec, CODECS)
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"output.jpeg_quality: must be in 1..100; got {self.jpeg_quality!r}")
+        if not 1 <= self.zstd_level <= 22:
+            raise ConfigError(f"output.zstd_level: must be in 1..22; got {self.zstd_level!r}")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which raw dataset to read.
+
+    Attributes:
+        name: Dataset catalog name (``fakeavceleb`` or ``demo``).
+        input_dir: Dataset root holding ``meta_data.csv``.
+        label_policy: ``multimodal`` (fake if video or audio is fake),
+            ``video`` or ``audio``.
+    """
+
+    name: str = "fakeavceleb"
+    input_dir: str = "data/raw/FakeAVCeleb_v1.2"
+    label_policy: str = "multimodal"
+
+    def __post_init__(self) -> None:
+        _choice("dataset", "label_policy", self.label_policy, LABEL_POLICIES)
+
+
+@dataclass(frozen=True)
+class FramesConfig:
+    """Frame sampling.
+
+    Attributes:
+        num_frames: Frames stored per video (T).
+        sampling: ``uniform`` (spread over the video) or ``window``
+            (consecutive frames, for lip-sync detectors).
+        num_windows: Number of windows in ``window`` mode.
+    """
+
+    num_frames: int = 16
+    sampling: str = "uniform"
+    num_windows: int = 1
+
+    def __post_init__(self) -> None:
+        _positive("frames", "num_frames", self.num_frames)
+        _positive("frames", "num_windows", self.num_windows)
+        _choice("frames", "sampling", self.sampling, SAMPLING_MODES)
+        if self.sampling == "window" and self.num_frames % self.num_windows:
+            raise ConfigError(f"frames.num_frames ({self.num_frames}) must be divisible by frames.num_windows ({self.num_windows})")
+
+
+@dataclass(frozen=True)
+class FacesConfig:
+    """Face detection and cropping.
+
+    Attributes:
+        detector: Detector backend, one of ``dlib_hog`` or ``haar``.
+        image_size: Side of the square output crops.
+        margin: Crop side as a multiple of the face box side.
+        detect_every: Run the detector on every n-th sampled frame and
+            interpolate the boxes in between.
+        max_side: Frames whose longer side exceeds this are downscaled for detection.
+        on_no_face: ``center`` (keep, centre crop, ``face_found: false``) or ``skip``.
+    """
+
+    detector: str = "dlib_hog"
+    image_size: int = 224
+    margin: float = 1.3
+    detect_every: int = 1
+    max_side: int = 320
+    on_no_face: str = "center"
+
+    def __post_init__(self) -> None:
+        _choice("faces", "detector", self.detector, DETECTORS)
+        _choice("faces", "on_no_face", self.on_no_face, NO_FACE_POLICIES)
+        _positive("faces", "image_size", self.image_size)
+        _positive("faces", "detect_every", self.detect_every)
+        _positive("faces", "max_side", self.max_side)
+        if self.margin < 1.0:
+            raise ConfigError(f"faces.margin: must be >= 1.0; got {self.margin!r}")
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Audio extraction.
+
+    Attributes:
+        enabled: Store the audio waveform with each clip.
+        sample_rate: Output sample rate in Hz (mono float32).
+    """
+
+    enabled: bool = True
+    sample_rate: int = 16000
+
+    def __post_init__(self) -> None:
+        _positive("audio", "sample_rate", self.sample_rate)
+
+
+@dataclass(frozen=True)
+class SplitsConfig:
+    """Identity-disjoint train/val/test split.
+
+    Attributes:
+        train: Fraction of identities in train.
+        val: Fraction in val.
+        test: Fraction in test.
+        seed: Seed of the identity shuffle.
+    """
+
+    train: float = 0.70
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for name in ("train", "val", "test"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"splits.{name}: must be in [0, 1]; got {value!r}")
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"splits: train + val + test must be 1.0; got {total:.4f}")
+
+
+@dataclass(frozen=True)
+class ProcessingConfig:
+    """How the preprocessing run executes.
+
+    Attributes:
+        workers: Worker processes (``null``: the number of CPU cores).
+        executor: ``process`` (a process pool) or ``serial`` (in-process, for debugging).
+        limit: Process at most this many videos (``null``: all).
+        max_in_flight: Videos submitted ahead of the writer, per worker (bounds memory).
+    """
+
+    workers: int | None = None
+    executor: str = "process"
+    limit: int | None = None
+    max_in_flight: int = 4
+
+    def __post_init__(self) -> None:
+        _positive("processing", "workers", self.workers, allow_none=True)
+        _positive("processing", "limit", self.limit, allow_none=True)
+        _positive("processing", "max_in_flight", self.max_in_flight)
+        _choice("processing", "executor", self.executor, EXECUTORS)
+
+    @property
+    def num_workers(self) -> int:
+        """The resolved worker count."""
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    """Training-loader defaults.
+
+    Attributes:
+        mean: Per-channel mean for normalisation (on the 0..1 scale).
+        std: Per-channel standard deviation.
+    """
+
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std):
+            raise ConfigError(f"loader.mean and loader.std must have the same length; got {len(self.mean)} and {len(self.std)}")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError(f"loader.std: values must be positive; got {list(self.std)}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole preprocessing/loading configuration."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    frames: FramesConfig = field(default_factory=FramesConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    splits: SplitsConfig = field(default_factory=SplitsConfig)
+    processing: ProcessingConfig = field(default_factory=ProcessingConfig)
+    loader: LoaderConfig = field(default_factory=LoaderConfig)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of options; got {type(value).__name__} {value!r}")
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list; got {type(value).__name__} {value!r}")
+        return tuple(_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false; got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer; got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number; got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string; got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported option type {hint!r}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}; allowed keys{' in ' + where if where else ''}: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def config_from_dict(data: Mapping[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from a plain mapping.
+
+    Args:
+        data: Parsed YAML (``None`` means all defaults).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: Unknown keys, wrong types or invalid values.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"the config must be a mapping of sections; got {type(data).__name__}")
+    return _build(Config, data, "")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Config:
+    """Load ``configs/preprocessing.yaml`` (or another file) into a :class:`Config`.
+
+    Args:
+        path: YAML file; ``None`` gives the defaults.
+        overrides: ``{section: {key: value}}`` applied on top of the file
+            (used by command-line flags).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: Missing or unparsable file, unknown keys, invalid values.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the config must be a mapping of sections; got {type(data).__name__}")
+    for section, values in (overrides or {}).items():
+        merged = dict(data.get(section) or {})
+        merged.update({k: v for k, v in values.items() if v is not None})
+        data[section] = merged
+    return config_from_dict(data)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Return a config (or section) as plain dicts and lists, e.g. to store it beside the data."""
+    out = dataclasses.asdict(config)
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(out)
