@@ -1,0 +1,429 @@
+"""LMDB store: one record per sample, indexes as named sub-databases.
+
+Layout inside the LMDB environment (``data.lmdb/``)::
+
+    samples          sample_000001 -> record bytes (see src/data/record.py)
+    meta             __meta__      -> JSON self-description (format version,
+                                      schema, config, completion flag)
+    idx:<field>      value         -> sample keys (dupsort), e.g. idx:label "1" -> sample_000002
+
+Samples, their index entries and the metadata are written in one transaction,
+so a crash can never leave the indexes out of step with the samples. Commits
+happen every ``commit_every`` samples; the map grows itself on
+``MapFullError``.
+
+One environment is shared per path per process (py-lmdb refuses to open a path
+twice in one process), and it is opened lazily in each process: a store object
+that crosses a ``fork`` or is pickled into a ``spawn`` worker reopens the
+environment in the new process and never touches the parent's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import lmdb
+
+from src.data.record import decode_header, decode_sample, encode_sample
+from src.data.storage import DEFAULT_INDEX_FIELDS, Storage, register_backend, sample_index_values
+from src.errors import CorruptSampleError, StorageError
+
+__all__ = ["LMDBStorage", "open_environment", "release_environment"]
+
+logger = logging.getLogger(__name__)
+
+_SAMPLES = b"samples"
+_META = b"meta"
+_META_KEY = b"__meta__"
+_IDX_PREFIX = b"idx:"
+_GB = 1024**3
+_MAX_DBS = 64
+
+
+@dataclass
+class _SharedEnv:
+    env: lmdb.Environment
+    pid: int
+    readonly: bool
+    refs: int = 0
+    dbs: dict[bytes, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_ENVS: dict[str, _SharedEnv] = {}
+_ENVS_LOCK = threading.Lock()
+# Environments inherited through fork: kept referenced and never closed in the child,
+# because closing (or garbage-collecting) the parent's handle there is unsafe.
+_INHERITED: list[_SharedEnv] = []
+
+
+def _forget_inherited_envs() -> None:
+    _INHERITED.extend(_ENVS.values())
+    _ENVS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_envs)
+
+
+def _open_lmdb(path: Path, readonly: bool, map_size: int, max_readers: int, lock: bool) -> lmdb.Environment:
+    common = dict(subdir=True, max_dbs=_MAX_DBS, max_readers=max_readers, readahead=False)
+    if readonly:
+        try:
+            return lmdb.open(str(path), readonly=True, lock=lock, create=False, **common)
+        except lmdb.Error as exc:
+            if lock and ("Permission denied" in str(exc) or "Read-only" in str(exc)):
+                logger.info("%s: lock file not writable; reading without locking (no concurrent writer allowed)", path)
+                return lmdb.open(str(path), readonly=True, lock=False, create=False, **common)
+            raise
+    path.mkdir(parents=True, exist_ok=True)
+    return lmdb.open(str(path), map_size=map_size, meminit=False, **common)
+
+
+def open_environment(path: str | os.PathLike, readonly: bool = True, map_size_gb: float = 10, max_readers: int = 1024, lock: bool = True) -> _SharedEnv:
+    """Return this process's shared environment for ``path``, opening it if needed.
+
+    Raises:
+        StorageError: The store does not exist (read mode), cannot be opened, or
+            is open read-only in this process while a writer asks for it.
+    """
+    p = Path(path)
+    real = os.path.realpath(p)
+    pid = os.getpid()
+    with _ENVS_LOCK:
+        shared = _ENVS.get(real)
+        if shared is not None and shared.pid != pid:  # inherited without the fork hook
+            _INHERITED.append(shared)
+            shared = None
+        if shared is not None and shared.readonly and not readonly:
+            if shared.refs > 0:
+                raise StorageError(f"{p}: already open read-only in this process; close the readers before opening it for writing")
+            shared.env.close()
+            shared = None
+        if shared is None:
+            if readonly and not (p / "data.mdb").exists():
+                raise StorageError(f"{p}: no such LMDB store (missing data.mdb)")
+            try:
+                env = _open_lmdb(p, readonly, int(map_size_gb * _GB), max_readers, lock)
+            except lmdb.Error as exc:
+                raise StorageError(f"{p}: cannot open LMDB environment: {exc}") from exc
+            shared = _SharedEnv(env=env, pid=pid, readonly=readonly)
+            _ENVS[real] = shared
+        shared.refs += 1
+        return shared
+
+
+def release_environment(shared: _SharedEnv) -> None:
+    """Drop one reference; the environment is closed when the last user releases it."""
+    with _ENVS_LOCK:
+        if shared.pid != os.getpid():
+            return
+        shared.refs -= 1
+        if shared.refs <= 0:
+            for real, other in list(_ENVS.items()):
+                if other is shared:
+                    del _ENVS[real]
+            shared.env.close()
+
+
+@register_backend("lmdb")
+class LMDBStorage(Storage):
+    """Samples in an LMDB environment (the spec's ``data.lmdb``).
+
+    Args:
+        path: The ``data.lmdb`` directory.
+        readonly: Open for reading (default) or for writing/appending.
+        map_size_gb: Initial map size in GiB; the map doubles when full.
+        max_readers: Maximum concurrent read transactions.
+        create_indexes: Maintain the per-field indexes.
+        index_fields: Fields to index.
+        lock: Use LMDB's reader lock table (safe beside a concurrent writer).
+            Falls back to lock-free reading when the lock file is not writable.
+        **options: See :class:`~src.data.storage.Storage` (codec, commit_every, verify, config).
+
+    Example:
+        >>> with LMDBStorage("data/processed/FakeAVCeleb_v1.2/train/data.lmdb") as storage:
+        ...     sample = storage.retrieve_sample("sample_000001")
+    """
+
+    suffixes = (".lmdb",)
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        readonly: bool = True,
+        map_size_gb: float = 10,
+        max_readers: int = 1024,
+        create_indexes: bool = True,
+        index_fields: Iterable[str] = DEFAULT_INDEX_FIELDS,
+        *,
+        lock: bool = True,
+        **options: Any,
+    ) -> None:
+        super().__init__(path, readonly, create_indexes=create_indexes, index_fields=index_fields, **options)
+        if map_size_gb <= 0:
+            raise StorageError(f"map_size_gb must be positive; got {map_size_gb}")
+        self.map_size_gb = map_size_gb
+        self.max_readers = max_readers
+        self.lock = lock
+        self._shared: _SharedEnv | None = None
+        self._last_key: bytes | None = None
+        self._connect()
+        self._init_meta()
+
+    # ------------------------------------------------------------------ process-local environment
+
+    def _connect(self) -> _SharedEnv:
+        shared = self._shared
+        if shared is not None and shared.pid == os.getpid():
+            return shared
+        shared = open_environment(self.path, self.readonly, self.map_size_gb, self.max_readers, self.lock)
+        self._shared = shared
+        return shared
+
+    def __getstate__(self) -> dict[str, Any]:
+        if not self.readonly:
+            raise StorageError(f"{self.path}: a store open for writing cannot be sent to another process")
+        state = self.__dict__.copy()
+        state["_shared"] = None  # reopened lazily in the receiving process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    @property
+    def env(self) -> lmdb.Environment:
+        """This process's LMDB environment for the store."""
+        self._check_open()
+        return self._connect().env
+
+    def _db(self, name: bytes, dupsort: bool = False) -> Any:
+        shared = self._connect()
+        db = shared.dbs.get(name)
+        if db is None:
+            with shared.lock:
+                db = shared.dbs.get(name)
+                if db is None:
+                    try:
+                        if shared.readonly:
+                            db = shared.env.open_db(name, create=False, dupsort=dupsort)
+                        else:
+                            db = shared.env.open_db(name, create=True, dupsort=dupsort)
+                    except lmdb.NotFoundError:
+                        return None
+                    except lmdb.Error as exc:
+                        raise StorageError(f"{self.path}: cannot open sub-database {name.decode()!r}: {exc}") from exc
+                    shared.dbs[name] = db
+        return db
+
+    def _begin(self, write: bool = False, db: Any = None) -> lmdb.Transaction:
+        env = self._connect().env
+        try:
+            return env.begin(write=write, db=db, buffers=not write)
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)  # adopt the size another process grew the map to
+            return env.begin(write=write, db=db, buffers=not write)
+
+    # ------------------------------------------------------------------ primitives
+
+    def _keys(self) -> list[str]:
+        db = self._db(_SAMPLES)
+        if db is None:
+            return []
+        with self._begin(db=db) as txn:
+            return [bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)]
+
+    def _get(self, key: str, verify: bool) -> dict[str, Any] | None:
+        db = self._db(_SAMPLES)
+        if db is None:
+            return None
+        with self._begin(db=db) as txn:
+            buf = txn.get(key.encode())
+            if buf is None:
+                return None
+            return decode_sample(buf, key, verify=verify, copy=True)
+
+    def retrieve_batch(self, keys: Iterable[str], *, verify: bool | None = None) -> list[dict[str, Any] | None]:
+        """Load several samples in one read transaction; ``None`` for each missing key."""
+        self._check_open()
+        self.flush_if_writable()
+        v = self.verify if verify is None else verify
+        db = self._db(_SAMPLES)
+        keys = list(keys)
+        if db is None:
+            return [None] * len(keys)
+        out: list[dict[str, Any] | None] = []
+        with self._begin(db=db) as txn:
+            for key in keys:
+                buf = txn.get(key.encode())
+                out.append(None if buf is None else decode_sample(buf, key, verify=v, copy=True))
+        return out
+
+    def retrieve_metadata(self, key: str) -> tuple[int, dict[str, Any]]:
+        """Return ``(label, metadata)`` from the record header alone (no clip is decoded).
+
+        Raises:
+            KeyError: Missing key.
+            CorruptSampleError: Damaged header.
+        """
+        self._check_open()
+        self.flush_if_writable()
+        db = self._db(_SAMPLES)
+        with self._begin(db=db) as txn:
+            buf = txn.get(key.encode()) if db is not None else None
+            if buf is None:
+                raise KeyError(key)
+            header = decode_header(buf, key)
+        return header.label, header.metadata
+
+    def retrieve_record(self, key: str) -> bytes:
+        """Return the raw record bytes of ``key`` (for verification and copying tools).
+
+        Raises:
+            KeyError: Missing key.
+        """
+        self._check_open()
+        db = self._db(_SAMPLES)
+        with self._begin(db=db) as txn:
+            buf = txn.get(key.encode()) if db is not None else None
+            if buf is None:
+                raise KeyError(key)
+            return bytes(buf)
+
+    def _count(self) -> int:
+        db = self._db(_SAMPLES)
+        if db is None:
+            return 0
+        with self._begin() as txn:
+            return int(txn.stat(db)["entries"])
+
+    def _contains(self, key: str) -> bool:
+        db = self._db(_SAMPLES)
+        if db is None:
+            return False
+        with self._begin(db=db) as txn:
+            return txn.get(key.encode()) is not None
+
+    def _read_meta(self) -> dict[str, Any] | None:
+        db = self._db(_META)
+        if db is None:
+            return None
+        with self._begin(db=db) as txn:
+            raw = txn.get(_META_KEY)
+            if raw is None:
+                return None
+            try:
+                meta = json.loads(bytes(raw))
+            except ValueError as exc:
+                raise CorruptSampleError("__meta__", f"store metadata is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise CorruptSampleError("__meta__", "store metadata is not a JSON object")
+        return meta
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        self._write([], meta)
+
+    def _query_field(self, field: str, value: str) -> list[str]:
+        db = self._db(_IDX_PREFIX + field.encode(), dupsort=True)
+        if db is None:
+            return []
+        with self._begin(db=db) as txn:
+            cur = txn.cursor()
+            if not cur.set_key(value.encode()):
+                return []
+            return [bytes(v).decode() for v in cur.iternext_dup(keys=False, values=True)]
+
+    def _index_counts(self, field: str) -> dict[str, int]:
+        db = self._db(_IDX_PREFIX + field.encode(), dupsort=True)
+        if db is None:
+            return {}
+        counts = {}
+        with self._begin(db=db) as txn:
+            cur = txn.cursor()
+            for key in cur.iternext_nodup(keys=True, values=False):
+                cur.set_key(bytes(key))
+                counts[bytes(key).decode()] = cur.count()
+        return counts
+
+    def _close(self) -> None:
+        if self._shared is not None:
+            release_environment(self._shared)
+            self._shared = None
+
+    # ------------------------------------------------------------------ writing
+
+    def _index_dbs(self) -> dict[str, Any]:
+        return {f: self._db(_IDX_PREFIX + f.encode(), dupsort=True) for f in self.index_fields}
+
+    def _put_all(self, txn: lmdb.Transaction, records: list[tuple[bytes, bytes, dict[str, str]]], meta: dict[str, Any]) -> None:
+        samples = self._db(_SAMPLES)
+        index_dbs = self._index_dbs()
+        last = self._last_key
+        if last is None:
+            cur = txn.cursor(db=samples)
+            last = bytes(cur.key()) if cur.last() else b""
+        for key, value, index in records:
+            if key > last:
+                if not txn.put(key, value, db=samples, append=True):
+                    raise StorageError(f"{self.path}: LMDB refused the append of {key.decode()!r}")
+                last = key
+            else:
+                old = txn.get(key, db=samples)
+                if old is not None:
+                    self._drop_index_entries(txn, key, old, index_dbs)
+                txn.put(key, value, db=samples)
+            for f, v in index.items():
+                txn.put(v.encode(), key, db=index_dbs[f])
+        meta = dict(meta)
+        meta["num_samples"] = int(txn.stat(samples)["entries"])
+        txn.put(_META_KEY, json.dumps(meta, sort_keys=True).encode(), db=self._db(_META))
+        self._pending_last = last
+
+    def _drop_index_entries(self, txn: lmdb.Transaction, key: bytes, old: bytes, index_dbs: Mapping[str, Any]) -> None:
+        try:
+            header = decode_header(old, key.decode())
+            values = sample_index_values(header.label, header.metadata, index_dbs)
+            for f, v in values.items():
+                txn.delete(v.encode(), key, db=index_dbs[f])
+        except CorruptSampleError:
+            # The old record is unreadable: remove the key from every index value instead.
+            for db in index_dbs.values():
+                cur = txn.cursor(db=db)
+                for k in list(cur.iternext_nodup(keys=True, values=False)):
+                    txn.delete(bytes(k), key, db=db)
+
+    def _write(self, items: list[tuple[str, dict[str, Any]]], meta: dict[str, Any]) -> None:
+        records = [
+            (
+                key.encode(),
+                encode_sample(sample, self.codec, **self.codec_options),
+                sample_index_values(sample["label"], sample["metadata"], self.index_fields),
+            )
+            for key, sample in items
+        ]
+        for _, _, index in records:
+            for f, v in index.items():
+                if len(v.encode()) > 500:
+                    raise ValueError(f"indexed field {f!r} value is too long to index ({len(v)} chars)")
+        env = self._connect().env
+        # Open (create) every sub-database before the write transaction: open_db
+        # outside a transaction takes the write lock itself and would deadlock inside one.
+        self._db(_SAMPLES)
+        self._db(_META)
+        self._index_dbs()
+        while True:
+            try:
+                with env.begin(write=True) as txn:
+                    self._put_all(txn, records, meta)
+                self._last_key = self._pending_last
+                return
+            except lmdb.MapFullError:
+                new_size = env.info()["map_size"] * 2
+                logger.info("%s: map full, growing it to %.2f GiB", self.path, new_size / _GB)
+                env.set_mapsize(new_size)
