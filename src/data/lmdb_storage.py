@@ -6,6 +6,7 @@ Layout inside the LMDB environment (``data.lmdb/``)::
     meta             __meta__      -> JSON self-description (format version,
                                       schema, config, completion flag)
     idx:<field>      value         -> sample keys (dupsort), e.g. idx:label "1" -> sample_000002
+                                      (the empty value of a missing field is the key b"\\x00")
 
 Samples, their index entries and the metadata are written in one transaction,
 so a crash can never leave the indexes out of step with the samples. Commits
@@ -32,7 +33,7 @@ import lmdb
 
 from src.data.record import decode_header, decode_sample, encode_sample
 from src.data.storage import DEFAULT_INDEX_FIELDS, Storage, register_backend, sample_index_values
-from src.errors import CorruptSampleError, StorageError
+from src.errors import CorruptSampleError, StorageError, StoreVersionError
 
 __all__ = ["LMDBStorage", "open_environment", "release_environment"]
 
@@ -44,6 +45,16 @@ _META_KEY = b"__meta__"
 _IDX_PREFIX = b"idx:"
 _GB = 1024**3
 _MAX_DBS = 64
+_MAX_KEY_BYTES = 500  # LMDB's key limit is 511 bytes; sample keys are also index values
+_EMPTY_INDEX_KEY = b"\x00"  # LMDB rejects empty keys: the empty value (a missing field) is stored as one NUL byte
+
+
+def _index_key(value: str) -> bytes:
+    return value.encode() or _EMPTY_INDEX_KEY
+
+
+def _index_value(raw: bytes) -> str:
+    return "" if raw == _EMPTY_INDEX_KEY else raw.decode()
 
 
 @dataclass
@@ -335,7 +346,7 @@ class LMDBStorage(Storage):
             return []
         with self._begin(db=db) as txn:
             cur = txn.cursor()
-            if not cur.set_key(value.encode()):
+            if not cur.set_key(_index_key(value)):
                 return []
             return [bytes(v).decode() for v in cur.iternext_dup(keys=False, values=True)]
 
@@ -348,7 +359,7 @@ class LMDBStorage(Storage):
             cur = txn.cursor()
             for key in cur.iternext_nodup(keys=True, values=False):
                 cur.set_key(bytes(key))
-                counts[bytes(key).decode()] = cur.count()
+                counts[_index_value(bytes(key))] = cur.count()
         return counts
 
     def _close(self) -> None:
@@ -379,7 +390,7 @@ class LMDBStorage(Storage):
                     self._drop_index_entries(txn, key, old, index_dbs)
                 txn.put(key, value, db=samples)
             for f, v in index.items():
-                txn.put(v.encode(), key, db=index_dbs[f])
+                txn.put(_index_key(v), key, db=index_dbs[f])
         meta = dict(meta)
         meta["num_samples"] = int(txn.stat(samples)["entries"])
         txn.put(_META_KEY, json.dumps(meta, sort_keys=True).encode(), db=self._db(_META))
@@ -390,8 +401,8 @@ class LMDBStorage(Storage):
             header = decode_header(old, key.decode())
             values = sample_index_values(header.label, header.metadata, index_dbs)
             for f, v in values.items():
-                txn.delete(v.encode(), key, db=index_dbs[f])
-        except CorruptSampleError:
+                txn.delete(_index_key(v), key, db=index_dbs[f])
+        except (CorruptSampleError, StoreVersionError):
             # The old record is unreadable: remove the key from every index value instead.
             for db in index_dbs.values():
                 cur = txn.cursor(db=db)
@@ -407,10 +418,14 @@ class LMDBStorage(Storage):
             )
             for key, sample in items
         ]
-        for _, _, index in records:
+        for key, _, index in records:
+            if len(key) > _MAX_KEY_BYTES:
+                raise ValueError(f"sample key {key.decode()[:40]!r}... is {len(key)} bytes; LMDB keys are at most {_MAX_KEY_BYTES}")
             for f, v in index.items():
-                if len(v.encode()) > 500:
+                if len(v.encode()) > _MAX_KEY_BYTES:
                     raise ValueError(f"indexed field {f!r} value is too long to index ({len(v)} chars)")
+                if "\0" in v:
+                    raise ValueError(f"indexed field {f!r} value {v!r} contains a NUL byte")
         env = self._connect().env
         # Open (create) every sub-database before the write transaction: open_db
         # outside a transaction takes the write lock itself and would deadlock inside one.

@@ -57,7 +57,7 @@ _BACKEND_PATHS: dict[str, str] = {
     "numpy": "src.data.numpy_storage:NumpyStorage",
     "torch": "src.data.torch_storage:TorchStorage",
 }
-_BACKENDS: dict[str, type["Storage"]] = {}
+_BACKENDS: dict[str, type[Storage]] = {}
 
 # The store name each format uses inside a split directory.
 DEFAULT_STORE_NAMES: dict[str, str] = {
@@ -91,7 +91,7 @@ def sample_index_values(label: int, metadata: Mapping[str, Any], fields: Iterabl
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def _array_schema(array: np.ndarray | None) -> dict[str, Any] | None:
@@ -253,7 +253,7 @@ class Storage(abc.ABC):
         elif not meta.get("complete", False):
             logger.warning("%s: store has no completion marker (still being written, or the writer was interrupted)", self.path)
 
-    def __enter__(self) -> "Storage":
+    def __enter__(self) -> Storage:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""Preprocess a raw deepfake dataset into face-clip stores.
+
+    python preprocess.py --dataset fakeavceleb
+
+reads ``configs/preprocessing.yaml``, turns ``data/raw/FakeAVCeleb_v1.2`` into
+``data/processed/FakeAVCeleb_v1.2/{train,val,test}/{data.lmdb,metadata.json}``
+and prints a summary. Running the same command again resumes; ``--overwrite``
+starts over. Exit status: 0 when the run completed (failed videos are listed in
+the report), 2 for a bad config, dataset name or input path, 1 for a storage
+error, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from src.config import load_config
+from src.datasets.catalog import catalog_names
+from src.errors import ConfigError, DatasetError, StorageError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "preprocessing.yaml"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help=f"dataset catalog: {', '.join(catalog_names())}")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/preprocessing.yaml)")
+    parser.add_argument("--input-dir", help="dataset root holding meta_data.csv (default: dataset.input_dir)")
+    parser.add_argument("--output-dir", help="parent of the dataset's output folder (default: output.dir)")
+    parser.add_argument("--format", choices=["lmdb", "hdf5", "numpy", "torch"], help="store format (default: output.format)")
+    parser.add_argument("--codec", choices=["raw", "zstd", "jpeg"], help="clip codec (default: output.codec)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: the number of CPU cores)")
+    parser.add_argument("--limit", type=int, help="process at most N videos (each split in proportion)")
+    parser.add_argument("--overwrite", action="store_true", help="delete existing stores and start over")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def _print_summary(report) -> None:
+    rows = [("split", "samples")] + [(s, str(n)) for s, n in report.split_counts.items()]
+    print(f"\n{report.dataset} -> {report.output_root} ({report.format})")
+    for name, value in rows:
+        print(f"  {name:<8}{value:>9}")
+    print(
+        f"  this run: {report.stored} stored, {len(report.failed)} failed, {len(report.skipped_no_face)} skipped (no face), "
+        f"{report.already_stored} already stored, {len(report.skipped_rows)} CSV rows skipped"
+    )
+    print(f"  {report.wall_seconds:.1f} s wall, {report.videos_per_second:.2f} videos/s with {report.workers} workers")
+    for failure in report.failed[:10]:
+        print(f"  failed: {failure['video_path']}: {failure['reason']}")
+    if len(report.failed) > 10:
+        print(f"  ... and {len(report.failed) - 10} more in {report.output_root}/preprocess_report.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        overrides = {
+            "dataset": {"name": args.dataset, "input_dir": args.input_dir},
+            "output": {"dir": args.output_dir, "format": args.format, "codec": args.codec},
+            "processing": {"workers": args.workers, "limit": args.limit},
+        }
+        config = load_config(args.config, overrides)
+        from src.datasets.catalog import get_catalog
+        from src.preprocessing.runner import run_preprocessing
+
+        get_catalog(config.dataset.name)  # unknown names fail before any work
+        bar = None
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            def progress(event) -> None:
+                nonlocal bar
+                if bar is None:
+                    bar = tqdm(total=event.total, unit="video", dynamic_ncols=True)
+                bar.update(1)
+                bar.set_postfix(failed=event.failed)
+        else:
+            progress = None
+        try:
+            report = run_preprocessing(config, overwrite=args.overwrite, progress=progress)
+        finally:
+            if bar is not None:
+                bar.close()
+    except (ConfigError, DatasetError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: committed samples are kept; run the same command to resume", file=sys.stderr)
+        return 130
+    _print_summary(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""One video in, one stored sample out: decode frames, crop the face, cut the audio.
+
+:class:`VideoProcessor` holds what is expensive to build (the face detector) and
+is created once per worker process; calling it on a :class:`VideoTask` never
+raises for a bad video: it returns a :class:`TaskResult` whose ``error`` says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from src.config import Config
+from src.errors import DeepfakeDataError
+from src.preprocessing.audio import audio_span_for_frames, load_audio
+from src.preprocessing.faces import create_detector, detect_and_crop
+from src.preprocessing.video import decode_video
+
+__all__ = ["VideoTask", "TaskResult", "VideoProcessor", "process_video"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VideoTask:
+    """One video to process and where its sample goes.
+
+    Attributes:
+        key: Sample key in the split's store.
+        split: ``train``, ``val`` or ``test``.
+        relpath: Video path relative to the dataset root.
+        path: Absolute video path.
+        label: Training label.
+        video_label: 1 when the video track is fake.
+        audio_label: 1 when the audio track is fake.
+        metadata: Catalog metadata (category, method, source, ...).
+    """
+
+    key: str
+    split: str
+    relpath: str
+    path: str
+    label: int
+    video_label: int
+    audio_label: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TaskResult:
+    """What processing one video produced.
+
+    Attributes:
+        task: The task.
+        sample: The sample to store, or None.
+        error: Why there is no sample (None on success).
+        status: ``ok``, ``failed`` (bad video) or ``skipped`` (no face under the ``skip`` policy).
+        timings: Seconds spent per stage.
+    """
+
+    task: VideoTask
+    sample: dict[str, Any] | None
+    error: str | None = None
+    status: str = "ok"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class VideoProcessor:
+    """Turns video tasks into samples with a detector built once.
+
+    Args:
+        config: The preprocessing config.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.detector = create_detector(config.faces.detector, max_side=config.faces.max_side)
+
+    def __call__(self, task: VideoTask) -> TaskResult:
+        """Process one video; errors become a failed :class:`TaskResult`."""
+        timings: dict[str, float] = {}
+        try:
+            sample = process_video(task, self.config, self.detector, timings)
+        except DeepfakeDataError as exc:
+            return TaskResult(task, None, str(exc), "failed", timings)
+        except Exception as exc:  # a decoder bug must cost one video, not the run of thousands
+            logger.exception("%s: unexpected error", task.relpath)
+            return TaskResult(task, None, f"unexpected {type(exc).__name__}: {exc}", "failed", timings)
+        if sample is None:
+            return TaskResult(task, None, "no face found (faces.on_no_face: skip)", "skipped", timings)
+        return TaskResult(task, sample, None, "ok", timings)
+
+
+def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[str, float] | None = None) -> dict[str, Any] | None:
+    """Decode, crop and cut one video into a sample.
+
+    Args:
+        task: The video.
+        config: The preprocessing config.
+        detector: A face detector from :func:`~src.preprocessing.faces.create_detector`.
+        timings: Optional dict receiving seconds per stage (``decode``, ``faces``, ``audio``).
+
+    Returns:
+        ``{"data": uint8 (3, T, S, S), "label", "metadata", "audio"?}``, or None when
+        no face was found and the policy is ``skip``.
+
+    Raises:
+        VideoDecodeError: The video cannot be decoded.
+    """
+    timings = {} if timings is None else timings
+    fc, faces_cfg, audio_cfg = config.frames, config.faces, config.audio
+
+    t0 = time.perf_counter()
+    frames, indices, info = decode_video(task.path, fc.num_frames, fc.sampling, fc.num_windows)
+    t1 = time.perf_counter()
+    crop = detect_and_crop(
+        frames,
+        detector,
+        image_size=faces_cfg.image_size,
+        margin=faces_cfg.margin,
+        detect_every=faces_cfg.detect_every,
+        on_no_face=faces_cfg.on_no_face,
+    )
+    t2 = time.perf_counter()
+    timings["decode"] = t1 - t0
+    timings["faces"] = t2 - t1
+    if crop.crops is None:
+        return None
+
+    metadata = dict(task.metadata)
+    metadata.update(
+        num_frames=int(crop.crops.shape[0]),
+        video_path=task.relpath,
+        video_label=task.video_label,
+        audio_label=task.audio_label,
+        frame_indices=[int(i) for i in indices],
+        source_num_frames=info.num_frames,
+        fps=float(info.fps),
+        source_size=[info.width, info.height],
+        face_boxes=[[round(float(v), 2) for v in box] for box in crop.boxes],
+        face_detected=[bool(d) for d in crop.detected],
+        face_found=bool(crop.face_found),
+    )
+    sample: dict[str, Any] = {
+        "data": np.ascontiguousarray(crop.crops.transpose(3, 0, 1, 2)),
+        "label": task.label,
+        "metadata": metadata,
+    }
+    if audio_cfg.enabled:
+        start_s, end_s = audio_span_for_frames(indices, info.fps)
+        audio, has_audio = load_audio(task.path, start_s, end_s, audio_cfg.sample_rate)
+        sample["audio"] = audio
+        metadata.update(has_audio=bool(has_audio), audio_sample_rate=audio_cfg.sample_rate, audio_span_s=[round(start_s, 4), round(end_s, 4)])
+        timings["audio"] = time.perf_counter() - t2
+    else:
+        metadata.update(has_audio=False, audio_sample_rate=None)
+    return sample
