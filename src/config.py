@@ -164,8 +164,11 @@ class FacesConfig:
         detector: Detector backend, one of ``dlib_hog`` or ``haar``.
         image_size: Side of the square output crops.
         margin: Crop side as a multiple of the face box side.
-        detect_every: Run the detector on every n-th sampled frame and
-            interpolate the boxes in between.
+        detect_every: Run the detector on every n-th sampled frame (and the
+            last) and interpolate the boxes in between.
+        refine_iou: Adaptive detection: where two neighbouring detections
+            overlap less than this IoU (the face moved, or one frame has no
+            face), also detect halfway between, recursively. ``null`` disables.
         max_side: Frames whose longer side exceeds this are downscaled for detection.
         on_no_face: ``center`` (keep, centre crop, ``face_found: false``) or ``skip``.
     """
@@ -173,7 +176,8 @@ class FacesConfig:
     detector: str = "dlib_hog"
     image_size: int = 224
     margin: float = 1.3
-    detect_every: int = 1
+    detect_every: int = 8
+    refine_iou: float | None = 0.75
     max_side: int = 320
     on_no_face: str = "center"
 
@@ -183,6 +187,8 @@ class FacesConfig:
         _positive("faces", "image_size", self.image_size)
         _positive("faces", "detect_every", self.detect_every)
         _positive("faces", "max_side", self.max_side)
+        if self.refine_iou is not None and not 0.0 < self.refine_iou <= 1.0:
+            raise ConfigError(f"faces.refine_iou: must be in (0, 1] or null; got {self.refine_iou!r}")
         if self.margin < 1.0:
             raise ConfigError(f"faces.margin: must be >= 1.0; got {self.margin!r}")
 

@@ -51,7 +51,7 @@ def test_process_video_centres_the_known_face_and_aligns_audio(tmp_path):
     assert audio.dtype == np.float32 and audio.ndim == 1 and len(audio) == round((end - start) * 16000)
     spectrum = np.abs(np.fft.rfft(audio))
     assert np.fft.rfftfreq(len(audio), 1 / 16000)[spectrum.argmax()] == pytest.approx(660.0, abs=5)
-    assert set(timings) == {"decode", "faces", "audio"}
+    assert set(timings) == {"decode", "faces"}
 
 
 def test_processor_turns_bad_videos_into_failures(tmp_path):

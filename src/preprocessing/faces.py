@@ -579,6 +579,21 @@ def _detection_frames(num_frames: int, detect_every: int) -> list[int]:
     return frames
 
 
+def _refine(frames: np.ndarray, detector: FaceDetector, detections: list[list[Box]], done: list[int], min_iou: float) -> None:
+    """Detect halfway between detected frames whose faces disagree, until they agree or are adjacent."""
+    stack = list(zip(done, done[1:]))
+    while stack:
+        a, b = stack.pop()
+        if b - a < 2:
+            continue
+        da, db = detections[a], detections[b]
+        if da and db and box_iou(_largest(da), _largest(db)) >= min_iou:
+            continue
+        mid = (a + b) // 2
+        detections[mid] = detector.detect(frames[mid])
+        stack += [(a, mid), (mid, b)]
+
+
 def detect_and_crop(
     frames: np.ndarray,
     detector: FaceDetector,
@@ -588,6 +603,7 @@ def detect_and_crop(
     on_no_face: str = "center",
     smooth_window: int = 3,
     pad_mode: str = "constant",
+    refine_iou: float | None = None,
 ) -> FaceCropResult:
     """Detect, track, smooth and crop the main face of a clip.
 
@@ -602,6 +618,11 @@ def detect_and_crop(
             square, ``"skip"`` returns no crops; ``face_found`` is False either way.
         smooth_window: Moving-average window over box centres and sizes (odd).
         pad_mode: How crops reaching past the frame are padded, see :func:`crop_and_resize`.
+        refine_iou: Adaptive detection: between two detected frames whose largest
+            boxes overlap less than this IoU (or where one has no face), also detect
+            on the frame halfway between, recursively. A still talking head then
+            costs ``T / detect_every + 1`` detections; a moving face is followed.
+            None disables it.
 
     Returns:
         The :class:`FaceCropResult`.
@@ -629,6 +650,8 @@ def detect_and_crop(
     detections: list[list[Box]] = [[] for _ in range(num)]
     for i in _detection_frames(num, detect_every):
         detections[i] = detector.detect(frames[i])
+    if refine_iou is not None:
+        _refine(frames, detector, detections, _detection_frames(num, detect_every), refine_iou)
     track = pick_track(detections)
     detected = [b is not None for b in track]
     filled = fill_missing(track)

@@ -16,9 +16,8 @@ import numpy as np
 
 from src.config import Config
 from src.errors import DeepfakeDataError
-from src.preprocessing.audio import audio_span_for_frames, load_audio
+from src.preprocessing.clip import decode_clip
 from src.preprocessing.faces import create_detector, detect_and_crop
-from src.preprocessing.video import decode_video
 
 __all__ = ["VideoTask", "TaskResult", "VideoProcessor", "process_video"]
 
@@ -102,7 +101,7 @@ def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[
         task: The video.
         config: The preprocessing config.
         detector: A face detector from :func:`~src.preprocessing.faces.create_detector`.
-        timings: Optional dict receiving seconds per stage (``decode``, ``faces``, ``audio``).
+        timings: Optional dict receiving seconds per stage (``decode``: video and audio; ``faces``).
 
     Returns:
         ``{"data": uint8 (3, T, S, S), "label", "metadata", "audio"?}``, or None when
@@ -115,7 +114,8 @@ def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[
     fc, faces_cfg, audio_cfg = config.frames, config.faces, config.audio
 
     t0 = time.perf_counter()
-    frames, indices, info = decode_video(task.path, fc.num_frames, fc.sampling, fc.num_windows)
+    clip = decode_clip(task.path, fc.num_frames, fc.sampling, fc.num_windows, audio_cfg.sample_rate if audio_cfg.enabled else None)
+    frames, indices, info = clip.frames, clip.indices, clip.info
     t1 = time.perf_counter()
     crop = detect_and_crop(
         frames,
@@ -124,9 +124,10 @@ def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[
         margin=faces_cfg.margin,
         detect_every=faces_cfg.detect_every,
         on_no_face=faces_cfg.on_no_face,
+        refine_iou=faces_cfg.refine_iou,
     )
     t2 = time.perf_counter()
-    timings["decode"] = t1 - t0
+    timings["decode"] = t1 - t0  # video and audio, one pass
     timings["faces"] = t2 - t1
     if crop.crops is None:
         return None
@@ -150,12 +151,10 @@ def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[
         "label": task.label,
         "metadata": metadata,
     }
-    if audio_cfg.enabled:
-        start_s, end_s = audio_span_for_frames(indices, info.fps)
-        audio, has_audio = load_audio(task.path, start_s, end_s, audio_cfg.sample_rate)
-        sample["audio"] = audio
-        metadata.update(has_audio=bool(has_audio), audio_sample_rate=audio_cfg.sample_rate, audio_span_s=[round(start_s, 4), round(end_s, 4)])
-        timings["audio"] = time.perf_counter() - t2
+    if clip.audio is not None:
+        sample["audio"] = clip.audio
+        start_s, end_s = clip.audio_span
+        metadata.update(has_audio=clip.has_audio, audio_sample_rate=audio_cfg.sample_rate, audio_span_s=[round(start_s, 4), round(end_s, 4)])
     else:
         metadata.update(has_audio=False, audio_sample_rate=None)
     return sample
