@@ -177,7 +177,7 @@ class FacesConfig:
     image_size: int = 224
     margin: float = 1.3
     detect_every: int = 8
-    refine_iou: float | None = 0.75
+    refine_iou: float | None = 0.5
     max_side: int = 320
     on_no_face: str = "center"
 
