@@ -123,13 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[float]] = {"decode_only": [], "pipeline": [], "deepfakebench_style": []}
         for r in range(args.repeats):
             for i, (path, task) in enumerate(zip(paths, tasks)):
-                for name, fn in (
-                    ("decode_only", lambda: decode_only(path)),
-                    ("pipeline", lambda: process_video(task, config, detector)),
-                    ("deepfakebench_style", lambda: deepfakebench_style(path, tmp / "png" / f"{r}_{i}", hog)),
+                png_dir = tmp / "png" / f"{r}_{i}"
+                for name, fn, arg in (
+                    ("decode_only", decode_only, (path,)),
+                    ("pipeline", process_video, (task, config, detector)),
+                    ("deepfakebench_style", deepfakebench_style, (path, png_dir, hog)),
                 ):
                     t = time.perf_counter()
-                    fn()
+                    fn(*arg)
                     times[name].append(time.perf_counter() - t)
 
         print("name,metric,value,unit")
