@@ -65,6 +65,7 @@ class _SharedEnv:
     refs: int = 0
     dbs: dict[bytes, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    borrowed: bool = False  # an environment inherited through fork, read in the child, never closed there
 
 
 _ENVS: dict[str, _SharedEnv] = {}
@@ -122,9 +123,15 @@ def open_environment(path: str | os.PathLike, readonly: bool = True, map_size_gb
                 raise StorageError(f"{p}: no such LMDB store (missing data.mdb)")
             try:
                 env = _open_lmdb(p, readonly, int(map_size_gb * _GB), max_readers, lock)
+                shared = _SharedEnv(env=env, pid=pid, readonly=readonly)
             except lmdb.Error as exc:
-                raise StorageError(f"{p}: cannot open LMDB environment: {exc}") from exc
-            shared = _SharedEnv(env=env, pid=pid, readonly=readonly)
+                # py-lmdb refuses to open an environment again in a forked child while the
+                # inherited handle exists, and closing that handle in the child would reset
+                # the parent's reader slots; so a reader adopts the inherited handle instead.
+                inherited = _inherited_env(real) if readonly else None
+                if inherited is None:
+                    raise StorageError(f"{p}: cannot open LMDB environment: {exc}") from exc
+                shared = _SharedEnv(env=inherited.env, pid=pid, readonly=True, dbs=dict(inherited.dbs), borrowed=True)
             _ENVS[real] = shared
         shared.refs += 1
         return shared
@@ -140,7 +147,19 @@ def release_environment(shared: _SharedEnv) -> None:
             for real, other in list(_ENVS.items()):
                 if other is shared:
                     del _ENVS[real]
-            shared.env.close()
+            if not shared.borrowed:
+                shared.env.close()
+
+
+def _inherited_env(real: str) -> _SharedEnv | None:
+    """The environment for ``real`` inherited from the parent process, if any."""
+    for old in reversed(_INHERITED):
+        try:
+            if os.path.realpath(old.env.path()) == real:
+                return old
+        except lmdb.Error:
+            continue
+    return None
 
 
 @register_backend("lmdb")
