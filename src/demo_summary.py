@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads(report_file.read_text())
         print(f"failed videos: {len(report['failed'])} (reasons in {report_file})")
         for f in report["failed"]:
-            print(f"  {f['video_path']}: {f['reason'].split(': ')[-1]}")
+            print(f"  {f['video_path']}: {f['reason'].split(': ', 1)[-1]}")
 
     with LMDBStorage(train) as storage:
         keys = storage.get_all_keys()
