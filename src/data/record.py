@@ -30,10 +30,12 @@ Codecs (chosen per array at encode time):
 
 from __future__ import annotations
 
+import functools
+import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import msgpack
 import numpy as np
@@ -51,6 +53,10 @@ __all__ = [
     "encode_sample",
     "decode_sample",
     "decode_header",
+    "encode_array",
+    "decode_array",
+    "check_array",
+    "field_codec",
     "is_record",
     "to_plain",
 ]
@@ -63,9 +69,8 @@ _HEADER_LIMIT = 64 * 1024 * 1024
 _ARRAY_FIELDS = ("data", "audio")
 
 
-@dataclass(frozen=True)
-class ArraySpec:
-    """Where one array lives inside a record's payload.
+class ArraySpec(NamedTuple):
+    """Where one array lives inside a record's payload (immutable; cheap to build per read).
 
     Attributes:
         name: Field name (``data`` or ``audio``).
@@ -87,8 +92,8 @@ class ArraySpec:
 
     @property
     def nbytes(self) -> int:
-        """Size of the decoded array in bytes."""
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        """Size of the decoded array in bytes (exact: no fixed-width overflow)."""
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,15 @@ class RecordHeader:
     digest: int
 
 
+@functools.lru_cache(maxsize=256)
+def _numeric_dtype(dtype: str) -> bool:
+    """Whether a dtype string names a plain numeric dtype (cached: dtype parsing is slow)."""
+    try:
+        return np.dtype(dtype).kind in "biuf"
+    except TypeError:
+        return False
+
+
 def to_plain(value: Any) -> Any:
     """Convert numpy scalars/arrays, tuples and paths into msgpack/JSON-safe values.
 
@@ -127,7 +141,7 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return to_plain(value.tolist())
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -141,14 +155,14 @@ def to_plain(value: Any) -> Any:
 
 
 def _encode_raw(array: np.ndarray, _options: Mapping[str, Any]) -> tuple[list[bytes | memoryview], tuple[int, ...]]:
-    return [memoryview(np.ascontiguousarray(array)).cast("B")], ()
+    return [memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))], ()
 
 
 def _encode_zstd(array: np.ndarray, options: Mapping[str, Any]) -> tuple[list[bytes | memoryview], tuple[int, ...]]:
     import zstandard
 
     level = int(options.get("zstd_level", 3))
-    data = zstandard.ZstdCompressor(level=level).compress(np.ascontiguousarray(array).tobytes())
+    data = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(np.ascontiguousarray(array).tobytes())
     return [data], ()
 
 
@@ -172,9 +186,13 @@ def _encode_jpeg(array: np.ndarray, options: Mapping[str, Any]) -> tuple[list[by
     return parts, tuple(lengths)
 
 
-def _decode_raw(buf: memoryview, spec: ArraySpec, key: str | None, copy: bool) -> np.ndarray:
+def _check_raw_length(spec: ArraySpec, key: str | None) -> None:
     if spec.length != spec.nbytes:
         raise CorruptSampleError(key, f"array {spec.name!r}: {spec.length} bytes stored, shape {spec.shape} needs {spec.nbytes}")
+
+
+def _decode_raw(buf: memoryview, spec: ArraySpec, key: str | None, copy: bool) -> np.ndarray:
+    _check_raw_length(spec, key)
     array = np.frombuffer(buf, dtype=np.dtype(spec.dtype)).reshape(spec.shape)
     return array.copy() if copy else array
 
@@ -182,39 +200,128 @@ def _decode_raw(buf: memoryview, spec: ArraySpec, key: str | None, copy: bool) -
 def _decode_zstd(buf: memoryview, spec: ArraySpec, key: str | None, copy: bool) -> np.ndarray:
     import zstandard
 
+    nbytes = spec.nbytes
     try:
-        raw = zstandard.ZstdDecompressor().decompress(buf, max_output_size=spec.nbytes)
+        # The frame states its content size; check it before zstd allocates that much.
+        size = zstandard.frame_content_size(buf)
+        if size != nbytes:
+            raise CorruptSampleError(key, f"array {spec.name!r}: zstd frame holds {size} bytes, shape {spec.shape} needs {nbytes}")
+        raw = zstandard.ZstdDecompressor().decompress(buf, max_output_size=nbytes) if nbytes else b""
     except zstandard.ZstdError as exc:
         raise CorruptSampleError(key, f"array {spec.name!r}: zstd: {exc}") from None
-    if len(raw) != spec.nbytes:
-        raise CorruptSampleError(key, f"array {spec.name!r}: decompressed to {len(raw)} bytes, expected {spec.nbytes}")
+    if len(raw) != nbytes:
+        raise CorruptSampleError(key, f"array {spec.name!r}: decompressed to {len(raw)} bytes, expected {nbytes}")
     return np.frombuffer(bytearray(raw), dtype=np.dtype(spec.dtype)).reshape(spec.shape)
 
 
 def _decode_jpeg(buf: memoryview, spec: ArraySpec, key: str | None, copy: bool) -> np.ndarray:
     import cv2
 
-    if len(spec.shape) != 4 or sum(spec.frames) != spec.length or len(spec.frames) != spec.shape[1]:
+    if (
+        len(spec.shape) != 4
+        or spec.shape[0] not in (1, 3)
+        or np.dtype(spec.dtype) != np.uint8
+        or sum(spec.frames) != spec.length
+        or len(spec.frames) != spec.shape[1]
+        or any(f <= 0 for f in spec.frames)
+    ):
         raise CorruptSampleError(key, f"array {spec.name!r}: jpeg frame table does not match shape {spec.shape}")
     channels, _, height, width = spec.shape
-    out = np.empty(spec.shape, dtype=np.uint8)
+    out: np.ndarray | None = None  # allocated once a real frame has confirmed the stated size
     flag = cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE
     pos = 0
     for t, length in enumerate(spec.frames):
-        frame = cv2.imdecode(np.frombuffer(buf[pos : pos + length], dtype=np.uint8), flag)
+        try:
+            frame = cv2.imdecode(np.frombuffer(buf[pos : pos + length], dtype=np.uint8), flag)
+        except cv2.error as exc:
+            raise CorruptSampleError(key, f"array {spec.name!r}: frame {t}: {exc}") from None
         pos += length
         if frame is None or frame.shape[:2] != (height, width):
             raise CorruptSampleError(key, f"array {spec.name!r}: frame {t} is not a {width}x{height} JPEG")
+        if out is None:
+            out = np.empty(spec.shape, dtype=np.uint8)
         if channels == 3:
             out[:, t] = np.moveaxis(frame[..., ::-1], -1, 0)
         else:
             out[0, t] = frame
-    return out
+    return out if out is not None else np.empty(spec.shape, dtype=np.uint8)
 
 
 _ENCODERS = {"raw": _encode_raw, "zstd": _encode_zstd, "jpeg": _encode_jpeg}
 _DECODERS = {"raw": _decode_raw, "zstd": _decode_zstd, "jpeg": _decode_jpeg}
 CODECS = tuple(_ENCODERS)
+
+
+def field_codec(name: str, codec: str) -> str:
+    """The codec an array field is stored with when a store's codec is ``codec``.
+
+    ``data`` uses the store's codec; ``audio`` is ``zstd`` under ``zstd`` and
+    ``raw`` otherwise (JPEG is for images only).
+    """
+    return codec if name == "data" else ("zstd" if codec == "zstd" else "raw")
+
+
+def check_array(name: str, value: Any) -> np.ndarray:
+    """Return ``value`` as an array a record can hold.
+
+    Raises:
+        ValueError: Object, string, complex or other non-numeric dtypes.
+    """
+    array = np.asarray(value)
+    if array.dtype.hasobject or array.dtype.kind not in "biuf":
+        raise ValueError(f"array {name!r} has unsupported dtype {array.dtype}; numeric (bool, int, uint, float) arrays only")
+    return array
+
+
+def encode_array(array: np.ndarray, codec: str, **options: Any) -> tuple[bytes | memoryview, tuple[int, ...]]:
+    """Encode one array with a codec, as stored in a record's payload.
+
+    Other backends (HDF5, numpy, torch) use this to store ``zstd``/``jpeg``
+    arrays exactly as records do, so every format decodes them identically.
+
+    Args:
+        array: The array (see :func:`check_array`).
+        codec: ``raw``, ``zstd`` or ``jpeg``.
+        **options: ``zstd_level``, ``jpeg_quality``.
+
+    Returns:
+        ``(encoded bytes, frame lengths)``; frame lengths are empty except for ``jpeg``.
+
+    Raises:
+        ValueError: Unknown codec, or an array the codec cannot encode.
+    """
+    if codec not in _ENCODERS:
+        raise ValueError(f"unknown codec {codec!r}; must be one of {', '.join(CODECS)}")
+    chunks, frames = _ENCODERS[codec](array, options)
+    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), frames
+
+
+def decode_array(buf: bytes | memoryview | np.ndarray, spec: ArraySpec, key: str | None = None, *, copy: bool = True) -> np.ndarray:
+    """Decode bytes produced by :func:`encode_array` (``spec.offset`` is ignored).
+
+    Args:
+        buf: The encoded bytes.
+        spec: dtype, shape, codec and (``jpeg``) frame lengths; ``spec.length``
+            must equal ``len(buf)``.
+        key: Sample key for error messages.
+        copy: For ``raw``, copy out of ``buf`` (otherwise the result aliases it).
+
+    Raises:
+        CorruptSampleError: The bytes do not decode to ``spec``.
+    """
+    view = memoryview(buf)
+    if view.ndim != 1 or view.format != "B":
+        view = view.cast("B")
+    if spec.codec not in _DECODERS:
+        raise CorruptSampleError(key, f"array {spec.name!r}: unknown codec {spec.codec!r}")
+    if len(view) != spec.length:
+        raise CorruptSampleError(key, f"array {spec.name!r}: {len(view)} bytes stored, {spec.length} expected")
+    try:
+        return _DECODERS[spec.codec](view, spec, key, copy)
+    except CorruptSampleError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise CorruptSampleError(key, f"array {spec.name!r}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- encode
@@ -259,10 +366,8 @@ def encode_sample(sample: Mapping[str, Any], codec: str = "raw", **options: Any)
     for name in _ARRAY_FIELDS:
         if sample.get(name) is None:
             continue
-        array = np.asarray(sample[name])
-        if array.dtype.hasobject or array.dtype.kind not in "biuf":
-            raise ValueError(f"array {name!r} has unsupported dtype {array.dtype}")
-        array_codec = codec if name == "data" else ("zstd" if codec == "zstd" else "raw")
+        array = check_array(name, sample[name])
+        array_codec = field_codec(name, codec)
         chunks, frames = _ENCODERS[array_codec](array, options)
         length = sum(len(c) for c in chunks)
         arrays.append(
@@ -325,11 +430,13 @@ def decode_header(buf: bytes | memoryview, key: str | None = None) -> RecordHead
         view = view.cast("B")
     if len(view) < _PREFIX.size:
         raise CorruptSampleError(key, f"record is {len(view)} bytes, shorter than its {_PREFIX.size}-byte prefix")
-    magic, version, _reserved, header_len, header_crc = _PREFIX.unpack_from(view, 0)
+    magic, version, reserved, header_len, header_crc = _PREFIX.unpack_from(view, 0)
     if magic != MAGIC:
         raise CorruptSampleError(key, f"bad magic {bytes(magic)!r} (expected {MAGIC!r}): not a record of this project")
     if version != RECORD_VERSION:
         raise StoreVersionError(f"sample {key!r}: record format version {version} is not supported (this build reads {RECORD_VERSION})")
+    if reserved != 0:
+        raise CorruptSampleError(key, f"reserved prefix field is {reserved}, must be 0")
     end = _PREFIX.size + header_len
     if header_len > _HEADER_LIMIT or end > len(view):
         raise CorruptSampleError(key, f"header length {header_len} exceeds the record size {len(view)}")
@@ -343,24 +450,29 @@ def decode_header(buf: bytes | memoryview, key: str | None = None) -> RecordHead
         digest = header["digest"]
         specs = {
             a["name"]: ArraySpec(
-                name=str(a["name"]),
-                dtype=str(a["dtype"]),
-                shape=tuple(int(s) for s in a["shape"]),
-                codec=str(a["codec"]),
-                offset=int(a["offset"]),
-                length=int(a["length"]),
-                frames=tuple(int(f) for f in a.get("frames", ())),
+                str(a["name"]),
+                str(a["dtype"]),
+                tuple(map(int, a["shape"])),
+                str(a["codec"]),
+                int(a["offset"]),
+                int(a["length"]),
+                tuple(map(int, a.get("frames", ()))),
             )
             for a in header["arrays"]
         }
-        dtypes_ok = all(np.dtype(s.dtype).kind in "biuf" for s in specs.values())
+        dtypes_ok = all(_numeric_dtype(s.dtype) for s in specs.values())
     except Exception as exc:  # any malformed header is corruption, whatever msgpack raised
         raise CorruptSampleError(key, f"malformed header: {type(exc).__name__}: {exc}") from None
-    if not isinstance(label, int) or not isinstance(metadata, dict) or not isinstance(digest, int):
+    if not isinstance(label, int) or isinstance(label, bool) or not isinstance(metadata, dict) or not isinstance(digest, int):
         raise CorruptSampleError(key, "malformed header: wrong field types")
     if not dtypes_ok:
         raise CorruptSampleError(key, "malformed header: non-numeric dtype")
+    if "data" not in specs or not set(specs) <= set(_ARRAY_FIELDS) or len(specs) != len(header["arrays"]):
+        raise CorruptSampleError(key, f"malformed header: arrays {sorted(specs)}; expected 'data' and optionally 'audio', once each")
     payload_offset = end + _pad(end)
+    if payload_offset > len(view) or any(view[end:payload_offset]):
+        # The padding is covered by neither checksum: insist on zeros so no byte of a record goes unchecked.
+        raise CorruptSampleError(key, "padding between header and payload is damaged or truncated")
     payload_len = len(view) - payload_offset
     for spec in specs.values():
         if spec.codec not in _DECODERS:
@@ -403,8 +515,59 @@ def decode_sample(buf: bytes | memoryview, key: str | None = None, *, verify: bo
     wanted = header.arrays if fields is None else {n: s for n, s in header.arrays.items() if n in fields}
     sample: dict[str, Any] = {"label": header.label, "metadata": header.metadata}
 
-    if verify and xxhash.xxh3_64_intdigest(payload) != header.digest:
+    copied: dict[str, np.ndarray] = {}
+    if verify and copy:
+        copied = _copy_verified(payload, header, wanted, key)
+    elif verify and xxhash.xxh3_64_intdigest(payload) != header.digest:
         raise CorruptSampleError(key, "payload checksum mismatch")
     for name, spec in wanted.items():
-        sample[name] = _DECODERS[spec.codec](payload[spec.offset : spec.offset + spec.length], spec, key, copy)
+        if name in copied:
+            sample[name] = copied[name]
+        else:
+            try:
+                sample[name] = _DECODERS[spec.codec](payload[spec.offset : spec.offset + spec.length], spec, key, copy)
+            except (TypeError, ValueError) as exc:  # CorruptSampleError passes through: it is a StorageError
+                raise CorruptSampleError(key, f"array {name!r}: {exc}") from None
     return sample
+
+
+def _copy_verified(payload: memoryview, header: RecordHeader, wanted: Mapping[str, ArraySpec], key: str | None) -> dict[str, np.ndarray]:
+    """Copy the wanted ``raw`` arrays out of ``payload``, then verify the digest over the copies.
+
+    The digest covers the whole payload; the bytes of the copied arrays are
+    hashed from the fresh copies (still in cache) rather than from the source
+    (often cold pages of a memory map), and the gaps between them from the
+    source. This checks exactly the bytes that are returned and costs little
+    more than the copy itself.
+
+    Raises:
+        CorruptSampleError: The payload digest does not match (nothing is returned).
+    """
+    out: dict[str, np.ndarray] = {}
+    targets = []
+    for name, spec in wanted.items():
+        if spec.codec != "raw":
+            continue
+        _check_raw_length(spec, key)
+        array = np.empty(spec.shape, dtype=np.dtype(spec.dtype))
+        out[name] = array
+        if spec.length:
+            flat = array.reshape(-1).view(np.uint8)
+            np.copyto(flat, np.frombuffer(payload, dtype=np.uint8, count=spec.length, offset=spec.offset))
+            targets.append((spec.offset, spec.offset + spec.length, flat))
+    targets.sort(key=lambda t: t[0])
+    if any(b[0] < a[1] for a, b in zip(targets, targets[1:])):
+        digest = xxhash.xxh3_64_intdigest(payload)  # overlapping arrays (a hostile header): hash the source
+    else:
+        hasher = xxhash.xxh3_64()
+        pos = 0
+        for lo, hi, flat in targets:
+            if lo > pos:
+                hasher.update(payload[pos:lo])
+            hasher.update(flat)
+            pos = hi
+        hasher.update(payload[pos:])
+        digest = hasher.intdigest()
+    if digest != header.digest:
+        raise CorruptSampleError(key, "payload checksum mismatch")
+    return out
