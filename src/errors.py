@@ -38,7 +38,12 @@ class CorruptSampleError(StorageError):
         reason: A short description of the fault.
     """
 
-    def __init__(self, key: str | None, reason: str) -> None:
+    def __init__(self, key: str | None, reason: str | None = None) -> None:
+        if reason is None:
+            # One argument: a finished message, as torch re-raises a worker's exception.
+            self.key, self.reason = None, str(key)
+            super().__init__(str(key))
+            return
         self.key = key
         self.reason = reason
         where = f"sample {key!r}" if key is not None else "record"

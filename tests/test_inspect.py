@@ -321,7 +321,7 @@ def test_incomplete_store_is_a_warning_unless_strict(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("new_meta", "message"),
     [
-        (lambda meta: None, "no __meta__ entry"),
+        (lambda meta: None, "no __meta__ record"),
         (lambda meta: json.dumps({**meta, "format_version": 99}).encode(), "format version 99 is not supported"),
         (lambda meta: b"{not json", "unreadable __meta__"),
     ],

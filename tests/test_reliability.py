@@ -191,3 +191,60 @@ def test_interrupted_api_writer_leaves_a_readable_incomplete_store(tmp_path):
         store.store_sample("sample_000021", _sample(21))
     with LMDBStorage(path) as store:
         assert store.is_complete and len(store) == 21
+
+
+def test_store_without_meta_is_a_named_error(tmp_path):
+    import lmdb
+
+    from src.errors import IncompleteStoreError
+
+    path = tmp_path / "data.lmdb"
+    env = lmdb.open(str(path), max_dbs=8)
+    samples = env.open_db(b"samples")
+    with env.begin(write=True) as txn:
+        txn.put(b"sample_000001", b"whatever", db=samples)
+    env.close()
+    with pytest.raises(IncompleteStoreError, match="no __meta__"):
+        LMDBStorage(path)
+
+
+def test_foreign_non_utf8_key_is_a_named_error(tmp_path):
+    import lmdb
+
+    from src.errors import CorruptSampleError
+
+    path = tmp_path / "data.lmdb"
+    with LMDBStorage(path, readonly=False) as w:
+        w.store_sample("sample_000001", _sample(1))
+    env = lmdb.open(str(path), max_dbs=64)
+    with env.begin(write=True) as txn:
+        txn.put(b"sample_\xff", b"junk", db=env.open_db(b"samples", txn=txn))
+    env.close()
+    with LMDBStorage(path) as store, pytest.raises(CorruptSampleError, match="not UTF-8"):
+        store.get_all_keys()
+
+
+@pytest.mark.parametrize("fmt", ["lmdb", "hdf5", "numpy", "torch"])
+def test_appending_without_naming_a_codec_keeps_the_stores_codec(tmp_path, fmt):
+    from src.data.storage import DEFAULT_STORE_NAMES
+
+    path = tmp_path / DEFAULT_STORE_NAMES[fmt]
+    with open_storage(path, "w", fmt, codec="zstd") as w:
+        w.store_sample("sample_000001", _sample(1))
+    with open_storage(path, "w", fmt) as w:
+        assert w.codec == "zstd"
+        w.store_sample("sample_000002", _sample(2))
+    with open_storage(path) as r:
+        assert r.meta["codec"] == "zstd"
+        assert np.array_equal(r.retrieve_sample("sample_000002")["data"], _sample(2)["data"])
+
+
+def test_corrupt_sample_error_survives_torch_style_reraise():
+    from src.errors import CorruptSampleError
+
+    err = CorruptSampleError("sample_000007", "payload checksum mismatch")
+    again = type(err)(str(err))  # what torch does with a worker's exception
+    assert str(again) == str(err) and "sample_000007" in str(again)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(err)).key == "sample_000007"

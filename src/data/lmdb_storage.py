@@ -267,7 +267,13 @@ class LMDBStorage(Storage):
         if db is None:
             return []
         with self._begin(db=db) as txn:
-            return [bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False)]
+            keys = []
+            for raw in txn.cursor().iternext(keys=True, values=False):
+                try:
+                    keys.append(bytes(raw).decode())
+                except UnicodeDecodeError:
+                    raise CorruptSampleError(repr(bytes(raw)), "sample key is not UTF-8 (not written by this project)") from None
+            return keys
 
     def _get(self, key: str, verify: bool) -> dict[str, Any] | None:
         db = self._db(_SAMPLES)
@@ -294,6 +300,11 @@ class LMDBStorage(Storage):
                 buf = txn.get(key.encode())
                 out.append(None if buf is None else decode_sample(buf, key, verify=v, copy=True))
         return out
+
+    def reader_check(self) -> int:
+        """Clear reader-table slots left by processes that died; return how many were cleared."""
+        self._check_open()
+        return int(self._connect().env.reader_check())
 
     def retrieve_metadata(self, key: str) -> tuple[int, dict[str, Any]]:
         """Return ``(label, metadata)`` from the record header alone (no clip is decoded).
@@ -461,3 +472,6 @@ class LMDBStorage(Storage):
                 new_size = env.info()["map_size"] * 2
                 logger.info("%s: map full, growing it to %.2f GiB", self.path, new_size / _GB)
                 env.set_mapsize(new_size)
+            except lmdb.Error as exc:
+                # e.g. ENOSPC at commit: the transaction is aborted, every earlier commit stays readable.
+                raise StorageError(f"{self.path}: write failed ({exc}); samples committed before this one are intact") from exc

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from src.errors import ConfigError, StorageError, StoreVersionError
+from src.errors import ConfigError, IncompleteStoreError, StorageError, StoreVersionError
 
 __all__ = [
     "STORE_FORMAT_VERSION",
@@ -124,7 +124,8 @@ class Storage(abc.ABC):
     Args:
         path: Store location.
         readonly: Open for reading only (the default).
-        codec: Codec for newly written clips (``raw``, ``zstd`` or ``jpeg``).
+        codec: Codec for newly written clips (``raw``, ``zstd`` or ``jpeg``);
+            default: the store's own codec when appending, else ``raw``.
         codec_options: ``jpeg_quality`` / ``zstd_level``.
         create_indexes: Maintain per-field indexes while writing.
         index_fields: Fields indexed (``label`` plus metadata keys).
@@ -141,7 +142,7 @@ class Storage(abc.ABC):
         path: str | os.PathLike,
         readonly: bool = True,
         *,
-        codec: str = "raw",
+        codec: str | None = None,
         codec_options: Mapping[str, Any] | None = None,
         create_indexes: bool = True,
         index_fields: Iterable[str] = DEFAULT_INDEX_FIELDS,
@@ -151,13 +152,14 @@ class Storage(abc.ABC):
     ) -> None:
         from src.data.record import CODECS
 
-        if codec not in CODECS:
+        if codec is not None and codec not in CODECS:
             raise ConfigError(f"unknown codec {codec!r}; must be one of {', '.join(CODECS)}")
         if commit_every < 1:
             raise ConfigError(f"commit_every must be >= 1; got {commit_every}")
         self.path = Path(path)
         self.readonly = readonly
-        self.codec = codec
+        self._codec_given = codec is not None or codec_options is not None
+        self.codec = codec or "raw"
         self.codec_options = dict(codec_options or {})
         self.create_indexes = create_indexes
         self.index_fields = tuple(index_fields) if create_indexes else ()
@@ -217,8 +219,9 @@ class Storage(abc.ABC):
         meta = self._read_meta()
         if meta is None:
             if self.readonly:
-                self._meta = None
-                return
+                raise IncompleteStoreError(
+                    f"{self.path}: the store has no __meta__ record (not written by this project, or its writer died before the first commit)"
+                )
             meta = {
                 "format": self.format,
                 "format_version": STORE_FORMAT_VERSION,
@@ -240,6 +243,9 @@ class Storage(abc.ABC):
             if meta.get("format", self.format) != self.format:
                 raise StorageError(f"{self.path}: store says it is {meta.get('format')!r}, opened as {self.format!r}")
             if not self.readonly:
+                if not self._codec_given:  # resuming without naming a codec keeps the store's own
+                    self.codec = meta.get("codec", self.codec)
+                    self.codec_options = dict(meta.get("codec_options") or {})
                 self.index_fields = tuple(meta.get("index_fields", self.index_fields))
                 self.create_indexes = bool(self.index_fields)
                 if self._config is not None:

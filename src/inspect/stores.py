@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from src.data.storage import Storage, detect_format, open_storage
-from src.errors import CorruptSampleError, IncompleteStoreError, StorageError
+from src.errors import CorruptSampleError, StorageError
 
 __all__ = ["StoreTarget", "find_stores", "open_checked", "store_size", "human_size", "one_line"]
 
@@ -123,13 +123,9 @@ def open_checked(path: str | os.PathLike) -> Iterator[Storage]:
         raise StorageError(f"{path}: cannot open store: {type(exc).__name__}: {one_line(exc)}") from exc
     try:
         try:
-            meta = store.meta
+            _ = store.meta  # opening checked the version; reading the document checks its JSON
         except CorruptSampleError as exc:
             raise StorageError(f"{path}: unreadable __meta__: {exc.reason}") from exc
-        if meta.get("format_version") is None:
-            raise IncompleteStoreError(
-                f"{path}: store has no __meta__ entry (format version, schema, config); it was not written by this project's writer, or its metadata was lost"
-            )
         yield store
     finally:
         store.close()

@@ -24,7 +24,7 @@ from typing import Any
 from src.config import Config, config_to_dict
 from src.data.storage import DEFAULT_STORE_NAMES, Storage, open_storage
 from src.datasets.catalog import Catalog, get_catalog
-from src.errors import StorageError
+from src.errors import IncompleteStoreError, StorageError
 from src.preprocessing.executors import run_tasks
 from src.preprocessing.pipeline import TaskResult, VideoTask
 from src.preprocessing.splits import SPLITS, assign_keys, assign_splits, interleave_for_limit
@@ -165,8 +165,12 @@ def _open_stores(root: Path, config: Config, fingerprint: str, overwrite: bool) 
             if overwrite and path.exists():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
             if path.exists():
-                with open_storage(path, "r", fmt) as existing:
-                    old = (existing.meta.get("config") or {}).get("plan_fingerprint")
+                try:
+                    with open_storage(path, "r", fmt) as existing:
+                        old = (existing.meta.get("config") or {}).get("plan_fingerprint")
+                except IncompleteStoreError:
+                    old = None  # a writer killed before its first commit: nothing to keep, nothing to compare
+                    logger.warning("%s: no metadata yet (interrupted before the first commit); starting it", path)
                 if old is not None and old != fingerprint:
                     raise StorageError(
                         f"{path} was made with other settings or another catalog (its plan differs); "
