@@ -205,3 +205,24 @@ def test_kill_9_at_random_moments_then_resume(demo_root, tmp_path):
     valid = len(read_catalog(expected.dataset.input_dir).records) - 3  # minus the three broken files
     assert len(stored) == valid
     assert len(report["failed"]) == 3
+
+
+@pytest.mark.parametrize("name", ["loading", "direct_access", "queries", "benchmark", "custom_transform", "batch_processing"])
+def test_spec_examples_run_verbatim_on_a_pipeline_store(processed_root, tmp_path, monkeypatch, name):
+    from tests.loader_helpers import run_spec_example
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "processed").symlink_to(processed_root.parent)
+    monkeypatch.chdir(tmp_path)
+    ns = run_spec_example(name, device="cpu")
+    if name == "loading":
+        assert tuple(ns["data"].shape[1:]) == (3, 16, 224, 224) and ns["labels"].dtype.is_floating_point is False
+    if name == "direct_access":
+        assert ns["sample"]["data"].shape == (3, 16, 224, 224) and len(ns["samples"]) == min(10, len(ns["keys"]))
+    if name == "queries":
+        assert len(ns["real_samples"]) > 0 and len(ns["fake_samples"]) > 0
+    if name == "benchmark":
+        assert ns["perf"]["samples_per_second_random"] > 0
+    if name == "custom_transform":
+        batch = next(iter(ns["train_loader"]))
+        assert batch["data"].shape[1:] == (3, 16, 224, 224)
