@@ -16,6 +16,7 @@ import pytest
 
 from src.config import config_from_dict, load_config
 from src.data import open_storage
+from src.errors import IncompleteStoreError
 from src.preprocessing.faces import create_detector
 from src.preprocessing.pipeline import VideoProcessor, VideoTask, process_video
 from src.preprocessing.runner import run_preprocessing
@@ -173,7 +174,11 @@ def _count_valid(out: Path) -> list[str]:
         store_path = out / "FakeAVCeleb_v1.2" / split / "data.lmdb"
         if not store_path.exists():
             continue
-        with open_storage(store_path) as store:
+        try:
+            store = open_storage(store_path)
+        except IncompleteStoreError:
+            continue  # killed between creating the file and its first commit: holds nothing
+        with store:
             for key in store.get_all_keys():
                 sample = store.retrieve_sample(key)  # checksum verified
                 paths.append(sample["metadata"]["video_path"])
