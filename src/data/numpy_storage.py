@@ -18,13 +18,12 @@ checks every array's xxh3-64 checksum before use.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from src.data.file_index import DirectoryStorage, decode_stored_array, encode_sample_arrays
-from src.data.storage import DEFAULT_INDEX_FIELDS, register_backend
+from src.data.storage import register_backend
 from src.errors import CorruptSampleError
 
 __all__ = ["NumpyStorage"]
@@ -47,16 +46,6 @@ class NumpyStorage(DirectoryStorage):
     """
 
     suffixes = (".numpy",)
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        readonly: bool = True,
-        create_indexes: bool = True,
-        index_fields: Iterable[str] = DEFAULT_INDEX_FIELDS,
-        **options: Any,
-    ) -> None:
-        super().__init__(path, readonly, create_indexes, index_fields, **options)
 
     @staticmethod
     def file_name(key: str, field: str, codec: str) -> str:

@@ -22,15 +22,14 @@ xxh3-64 checksum is verified before use.
 
 from __future__ import annotations
 
-import os
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from src.data.file_index import DirectoryStorage, decode_stored_array, encode_sample_arrays
 from src.data.record import to_plain
-from src.data.storage import DEFAULT_INDEX_FIELDS, register_backend
+from src.data.storage import register_backend
 from src.errors import CorruptSampleError
 
 __all__ = ["TorchStorage"]
@@ -62,16 +61,6 @@ class TorchStorage(DirectoryStorage):
     """
 
     suffixes = (".torch",)
-
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        readonly: bool = True,
-        create_indexes: bool = True,
-        index_fields: Iterable[str] = DEFAULT_INDEX_FIELDS,
-        **options: Any,
-    ) -> None:
-        super().__init__(path, readonly, create_indexes, index_fields, **options)
 
     @staticmethod
     def file_name(key: str) -> str:
