@@ -210,6 +210,9 @@ def test_kill_9_at_random_moments_then_resume(demo_root, tmp_path):
     valid = len(read_catalog(expected.dataset.input_dir).records) - 3  # minus the three broken files
     assert len(stored) == valid
     assert len(report["failed"]) == 3
+    # every record's checksum and the indexes' agreement with the samples hold
+    v = run_cli("inspect_data.py", "verify", str(tmp_path / "FakeAVCeleb_v1.2"), "--strict", "--no-progress")
+    assert v.returncode == 0, v.stdout + v.stderr
 
 
 @pytest.mark.parametrize("name", ["loading", "direct_access", "queries", "benchmark", "custom_transform", "batch_processing"])

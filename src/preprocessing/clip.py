@@ -90,6 +90,15 @@ def _frame_planes(frame: av.AudioFrame) -> list[np.ndarray] | None:
     return [np.frombuffer(p, dtype=np.float32, count=n) for p in frame.planes[: len(frame.layout.channels)]]
 
 
+def _span_from_times(indices: np.ndarray, times: dict[int, float | None], fps: float, estimate: tuple[float, float]) -> tuple[float, float]:
+    """The audio span from the selected frames' own timestamps (right for variable frame rate),
+    or the index-based ``estimate`` when a timestamp is missing."""
+    first, last = times.get(int(indices[0])), times.get(int(indices[-1]))
+    if first is None or last is None:
+        return estimate
+    return float(first), float(last) + 1.0 / fps
+
+
 def _fallback(path: Path, num_frames: int, mode: str, num_windows: int, audio_rate: int | None) -> Clip:
     frames, indices, info = decode_video(path, num_frames, mode, num_windows)
     span = audio_span_for_frames(indices, info.fps)
@@ -132,11 +141,13 @@ def decode_clip(
         wanted = {int(i) for i in indices}
         last_wanted = max(wanted)
         kept: dict[int, np.ndarray] = {}
+        times: dict[int, float | None] = {}
         count = 0
         video_done = False
         audio_done = astream is None
         chunks: list[list[np.ndarray]] = []
         first_time: float | None = None
+        audio_reached = -1.0
         in_rate = 0
         if threaded:
             vstream.thread_type = "AUTO"
@@ -149,9 +160,11 @@ def decode_clip(
                     for frame in packet.decode():
                         if count in wanted:
                             kept[count] = _to_rgb(frame)
+                            times[count] = frame.time
                         count += 1
                         if count > last_wanted:
                             video_done = True
+                            start_s, end_s = _span_from_times(indices, times, info.fps, (start_s, end_s))
                             break
                 elif not audio_done:
                     for frame in packet.decode():
@@ -162,8 +175,10 @@ def decode_clip(
                             first_time = float(frame.time) if frame.time is not None else 0.0
                             in_rate = frame.sample_rate
                         chunks.append(planes)
-                        if frame.time is not None and float(frame.time) + frame.samples / frame.sample_rate >= end_s:
-                            audio_done = True
+                        if frame.time is not None:
+                            audio_reached = float(frame.time) + frame.samples / frame.sample_rate
+                # Audio stops once it covers the span, which is final only when the video is done.
+                audio_done = audio_done or (video_done and audio_reached >= end_s)
                 if video_done and audio_done:
                     break
         except av.error.FFmpegError as exc:
