@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 from src.config import load_config
+from src.data import CODECS, backend_names
 from src.datasets.catalog import catalog_names
-from src.errors import ConfigError, DatasetError, StorageError
+from src.errors import ConfigError, DatasetError, DeepfakeDataError, StorageError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "preprocessing.yaml"
 
@@ -31,8 +32,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/preprocessing.yaml)")
     parser.add_argument("--input-dir", help="dataset root holding meta_data.csv (default: dataset.input_dir)")
     parser.add_argument("--output-dir", help="parent of the dataset's output folder (default: output.dir)")
-    parser.add_argument("--format", choices=["lmdb", "hdf5", "numpy", "torch"], help="store format (default: output.format)")
-    parser.add_argument("--codec", choices=["raw", "zstd", "jpeg"], help="clip codec (default: output.codec)")
+    parser.add_argument("--format", choices=backend_names(), help="store format (default: output.format)")
+    parser.add_argument("--codec", choices=CODECS, help="clip codec (default: output.codec)")
     parser.add_argument("--workers", type=int, help="worker processes (default: the number of CPU cores)")
     parser.add_argument("--limit", type=int, help="process at most N videos (each split in proportion)")
     parser.add_argument("--overwrite", action="store_true", help="delete existing stores and start over")
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except StorageError as exc:
+    except (StorageError, DeepfakeDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -18,6 +18,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from src.data.record import CODECS
+from src.data.storage import backend_names
+from src.datasets.fakeavceleb import LABEL_POLICIES as _LABEL_POLICIES
 from src.errors import ConfigError
 
 __all__ = [
@@ -39,9 +42,10 @@ __all__ = [
     "config_to_dict",
 ]
 
-FORMATS = ("lmdb", "hdf5", "numpy", "torch")
-CODECS = ("raw", "zstd", "jpeg")
-LABEL_POLICIES = ("multimodal", "video", "audio")
+# The registries themselves are the source of truth for the light-weight choices; the heavy
+# ones (detectors, executors, frame selectors) are mirrored here and a test keeps them equal.
+FORMATS = backend_names()
+LABEL_POLICIES = tuple(_LABEL_POLICIES)
 SAMPLING_MODES = ("uniform", "window")
 NO_FACE_POLICIES = ("center", "skip")
 DETECTORS = ("dlib_hog", "haar")
@@ -240,7 +244,7 @@ class ProcessingConfig:
     """How the preprocessing run executes.
 
     Attributes:
-        workers: Worker processes (``null``: the number of CPU cores).
+        workers: Worker processes (``null``: the CPU cores this process may use).
         executor: ``process`` (a process pool) or ``serial`` (in-process, for debugging).
         limit: Process at most this many videos (``null``: all).
         max_in_flight: Videos submitted ahead of the writer, per worker (bounds memory).
@@ -260,7 +264,12 @@ class ProcessingConfig:
     @property
     def num_workers(self) -> int:
         """The resolved worker count."""
-        return self.workers or os.cpu_count() or 1
+        if self.workers:
+            return self.workers
+        try:  # the cores this process may use (a SLURM/cgroup share), not the whole machine
+            return len(os.sched_getaffinity(0)) or 1
+        except AttributeError:  # platforms without sched_getaffinity
+            return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

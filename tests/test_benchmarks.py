@@ -13,7 +13,6 @@ import csv
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +81,6 @@ def test_a_failing_contender_is_reported_not_fatal(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_run_quick(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    start = time.perf_counter()
     proc = subprocess.run(
         # --fadvise-only: drop only the benchmark's own files, not the page cache of tests running beside it.
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out), "--workdir", str(tmp_path), "--fadvise-only"],
@@ -91,9 +89,8 @@ def test_run_quick(tmp_path: Path) -> None:
         timeout=300,
         cwd=tmp_path,  # the script must work from anywhere
     )
-    elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert elapsed < 180, f"--quick took {elapsed:.0f} s (about 45 s on 2 busy cores)"
+    # Its duration is a benchmark fact, not a test: --quick prints it and the README reports it.
 
     with open(out / "results.csv", newline="") as fh:
         reader = csv.DictReader(fh)

@@ -79,3 +79,17 @@ def test_overrides_apply_on_top_and_none_is_ignored(tmp_path):
 def test_config_round_trips_through_dict():
     cfg = load_config(REPO / "configs" / "preprocessing.yaml")
     assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_config_choices_mirror_the_registries():
+    import src.config as c
+    from src.data import CODECS, backend_names
+    from src.preprocessing.executors import EXECUTORS
+    from src.preprocessing.faces import DETECTORS, NO_FACE_POLICIES
+    from src.preprocessing.video import FRAME_SELECTORS
+
+    assert set(c.DETECTORS) == set(DETECTORS)
+    assert set(c.EXECUTORS) == set(EXECUTORS)
+    assert set(c.NO_FACE_POLICIES) == set(NO_FACE_POLICIES)
+    assert set(c.SAMPLING_MODES) == set(FRAME_SELECTORS)
+    assert c.FORMATS == backend_names() and c.CODECS == CODECS

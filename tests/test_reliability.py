@@ -248,3 +248,54 @@ def test_corrupt_sample_error_survives_torch_style_reraise():
     import pickle
 
     assert pickle.loads(pickle.dumps(err)).key == "sample_000007"
+
+
+def test_a_bad_sample_fails_alone_and_queued_buffers_are_copies(tmp_path):
+    path = tmp_path / "data.lmdb"
+    buf = np.zeros((3, 2, 8, 8), np.uint8)
+    with LMDBStorage(path, readonly=False, commit_every=10) as w:
+        for i in range(1, 4):
+            buf[:] = i  # the caller reuses one buffer
+            w.store_sample(f"sample_{i:06d}", {"data": buf, "label": 0, "metadata": {}})
+        with pytest.raises(ValueError, match="unsupported dtype"):
+            w.store_sample("sample_000004", {"data": np.array(["a"]), "label": 0})
+        with pytest.raises(TypeError, match="cannot be stored"):
+            w.store_sample("sample_000005", {"data": buf, "label": 0, "metadata": {"x": object()}})
+    with LMDBStorage(path) as r:
+        assert r.get_all_keys() == ["sample_000001", "sample_000002", "sample_000003"]
+        assert [int(r.retrieve_sample(k)["data"][0, 0, 0, 0]) for k in r.get_all_keys()] == [1, 2, 3]
+
+
+def test_a_failed_commit_keeps_the_samples_queued(tmp_path, monkeypatch):
+    path = tmp_path / "data.lmdb"
+    store = LMDBStorage(path, readonly=False, commit_every=100)
+    store.store_sample("sample_000001", _sample(1))
+    real_write = LMDBStorage._write
+
+    def full_disk(self, items, meta):
+        raise StorageError("write failed (No space left on device)")
+
+    monkeypatch.setattr(LMDBStorage, "_write", full_disk)
+    with pytest.raises(StorageError):
+        store.flush()
+    monkeypatch.setattr(LMDBStorage, "_write", real_write)
+    store.close()  # space is back: the queued sample is committed now
+    with LMDBStorage(path) as r:
+        assert r.get_all_keys() == ["sample_000001"] and r.is_complete
+
+
+def test_a_record_declaring_a_huge_array_is_refused_before_allocation():
+    import struct
+    import zlib
+
+    import msgpack
+
+    from src.data.record import MAGIC, RECORD_VERSION, decode_sample
+    from src.errors import CorruptSampleError
+
+    header = msgpack.packb({"label": 0, "metadata": {}, "digest": 0, "arrays": [
+        {"name": "data", "dtype": "|u1", "shape": [3, 100000, 4000, 4000], "codec": "zstd", "offset": 0, "length": 0, "frames": []}]})
+    record = struct.pack("<4sHHII", MAGIC, RECORD_VERSION, 0, len(header), zlib.crc32(header)) + header
+    record += b"\0" * ((-len(record)) % 64)
+    with pytest.raises(CorruptSampleError, match="over the"):
+        decode_sample(record, "sample_000001")

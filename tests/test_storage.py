@@ -291,7 +291,7 @@ def test_file_store_overwrite_never_touches_the_indexed_file(tmp_path, samples, 
             assert_sample_equal(store.retrieve_sample(key), samples[f"sample_00000{round_ + 2}"])
     assert names[0].startswith("rewritten/") and not names[1].startswith("rewritten/") and names[2] == names[0]
     files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-    assert files == sorted(["index.json", *{a["file"] for a in entry["arrays"].values()}])
+    assert files == sorted([".writer.lock", "index.json", *{a["file"] for a in entry["arrays"].values()}])
 
 
 def test_write_validation(tmp_path, samples, fmt: str) -> None:
@@ -475,6 +475,9 @@ def test_file_store_interrupted_before_index_keeps_previous_index(tmp_path, samp
         with pytest.raises(OSError):
             store.flush()
         monkeypatch.undo()
+        # The writer "dies" here: its process would release the writer lock with it.
+        store._writer_lock.close()
+        store._writer_lock, store._closed = None, True
         (path / f"leftover.data.npy.{os.getpid()}.tmp").write_bytes(b"partial")
         with open_storage(path) as reader:  # the overwritten sample's previous version is intact
             assert reader.get_all_keys() == [items[0][0], items[1][0]]
@@ -483,6 +486,20 @@ def test_file_store_interrupted_before_index_keeps_previous_index(tmp_path, samp
         with open_storage(path, "w"):
             pass
         assert not list(path.glob("*.tmp"))
+
+
+def test_file_store_refuses_a_second_writer(tmp_path, samples) -> None:
+    for fmt in ("numpy", "torch"):
+        path = store_path(tmp_path, fmt)
+        with open_storage(path, "w", fmt) as first:
+            first.store_sample("sample_000001", samples["sample_000001"])
+            first.flush()
+            with pytest.raises(StorageError, match="another writer"):
+                open_storage(path, "w", fmt)
+            with open_storage(path) as reader:  # readers are welcome
+                assert reader.get_all_keys() == ["sample_000001"]
+        with open_storage(path, "w", fmt):  # released on close
+            pass
 
 
 # ----------------------------------------------------------------------------- LMDB specifics

@@ -126,6 +126,23 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, sync_dir: bool = True)
         fsync_dir(path.parent)
 
 
+def _acquire_writer_lock(directory: Path) -> Any:
+    """Hold an exclusive flock on ``<store>/.writer.lock``, so two writers never interleave index rewrites.
+
+    Raises:
+        StorageError: Another process (or store object) is writing this store.
+    """
+    import fcntl
+
+    fh = open(directory / ".writer.lock", "a+b")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise StorageError(f"{directory}: another writer has this store open; close it first") from None
+    return fh
+
+
 class EncodedArray:
     """One array as a backend stores it: the array itself (``raw``) or its encoded bytes.
 
@@ -256,6 +273,7 @@ class DirectoryStorage(Storage):
         self._stamp: tuple[int, int, int] | None = None
         self._staged: list[tuple[Path, Path]] = []
         self._files: set[str] = set()  # every payload file the index names
+        self._writer_lock: Any = None
         index = self.path / INDEX_NAME
         if readonly:
             if not index.is_file():
@@ -264,6 +282,7 @@ class DirectoryStorage(Storage):
             if self.path.exists() and not self.path.is_dir():
                 raise StorageError(f"{self.path}: exists and is not a directory")
             self.path.mkdir(parents=True, exist_ok=True)
+            self._writer_lock = _acquire_writer_lock(self.path)
             for pattern in (f"*{_TMP_SUFFIX}", f"{REWRITE_DIR}/*{_TMP_SUFFIX}"):  # from an interrupted writer
                 for leftover in self.path.glob(pattern):
                     leftover.unlink(missing_ok=True)
@@ -390,6 +409,25 @@ class DirectoryStorage(Storage):
             self._sorted = sorted(self._entries)
         return list(self._sorted)
 
+    def retrieve_metadata(self, key: str) -> tuple[int, dict[str, Any]]:
+        """Return ``(label, metadata)`` from ``index.json`` (no sample file is read).
+
+        Raises:
+            KeyError: Missing key.
+            CorruptSampleError: A malformed index entry.
+        """
+        self._check_open()
+        self.flush_if_writable()
+        entry = self._entries.get(key)
+        if entry is None:
+            self._maybe_reload()
+            entry = self._entries.get(key)
+        if entry is None:
+            raise KeyError(key)
+        if not isinstance(entry, dict) or not isinstance(entry.get("label"), int) or not isinstance(entry.get("metadata"), dict):
+            raise CorruptSampleError(key, "malformed index entry")
+        return entry["label"], entry["metadata"]
+
     def _get(self, key: str, verify: bool) -> dict[str, Any] | None:
         entry = self._entries.get(key)
         if entry is None:
@@ -425,6 +463,9 @@ class DirectoryStorage(Storage):
 
     def _close(self) -> None:
         self._discard_staged()
+        lock, self._writer_lock = self._writer_lock, None
+        if lock is not None:
+            lock.close()  # releases the flock
 
     # ------------------------------------------------------------------ writing
 

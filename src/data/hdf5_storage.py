@@ -264,7 +264,20 @@ class HDF5Storage(Storage):
             self._samples_pid = self._pid
         return self._samples_gid
 
-    def _get(self, key: str, verify: bool) -> dict[str, Any] | None:
+    def retrieve_metadata(self, key: str) -> tuple[int, dict[str, Any]]:
+        """Return ``(label, metadata)`` from the sample group's attributes (no array is read).
+
+        Raises:
+            KeyError: Missing key.
+        """
+        self._check_open()
+        self.flush_if_writable()
+        sample = self._get(key, verify=False, with_arrays=False)
+        if sample is None:
+            raise KeyError(key)
+        return sample["label"], sample["metadata"]
+
+    def _get(self, key: str, verify: bool, with_arrays: bool = True) -> dict[str, Any] | None:
         if key not in self._rows:
             return None
         try:
@@ -281,7 +294,7 @@ class HDF5Storage(Storage):
         if not isinstance(metadata, dict) or "data" not in names:
             raise CorruptSampleError(key, "sample group lacks 'data' or has malformed metadata")
         sample: dict[str, Any] = {"label": label, "metadata": metadata}
-        for name in names:
+        for name in names if with_arrays else ():
             sample[name] = self._read_array(gid, name, key, verify)
         return sample
 

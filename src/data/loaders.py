@@ -400,6 +400,9 @@ class ClipLoader:
         self.epoch = epoch
         self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
         if self._dataloader is not None:
+            # Worker processes open the store themselves: drop this process's handle first so a
+            # forked worker does not inherit an open environment (LMDB forbids using one across fork).
+            self.dataset.close()
             source: Iterator[dict[str, Any]] = iter(self._dataloader)
         else:
             source = self._thread_batches(list(self._batch_sampler))

@@ -64,6 +64,8 @@ __all__ = [
 MAGIC = b"DFR\x01"
 RECORD_VERSION = 1
 ALIGN = 64
+#: Largest decoded array a record may declare (a 16-frame 1080p RGB clip is 0.1 GiB).
+MAX_ARRAY_BYTES = 1 << 31
 _PREFIX = struct.Struct("<4sHHII")  # magic, version, reserved, header length, header crc32
 _HEADER_LIMIT = 64 * 1024 * 1024
 _ARRAY_FIELDS = ("data", "audio")
@@ -483,6 +485,9 @@ def decode_header(buf: bytes | memoryview, key: str | None = None) -> RecordHead
             )
         if any(s < 0 for s in spec.shape):
             raise CorruptSampleError(key, f"array {spec.name!r}: negative shape {spec.shape}")
+        if spec.nbytes > MAX_ARRAY_BYTES:
+            # A hostile record could declare a huge zstd/jpeg output and exhaust memory on decode.
+            raise CorruptSampleError(key, f"array {spec.name!r} declares {spec.nbytes} bytes, over the {MAX_ARRAY_BYTES}-byte limit")
     return RecordHeader(label=label, metadata=metadata, arrays=specs, payload_offset=payload_offset, digest=digest)
 
 

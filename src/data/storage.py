@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 
+from src.data.record import check_array, to_plain
 from src.errors import ConfigError, IncompleteStoreError, StorageError, StoreVersionError
 
 __all__ = [
@@ -215,7 +216,18 @@ class Storage(abc.ABC):
     # ------------------------------------------------------------------ lifecycle
 
     def _init_meta(self) -> None:
-        """Load or create ``__meta__``; call from a subclass's ``__init__`` once opened."""
+        """Load or create ``__meta__``; call from a subclass's ``__init__`` once opened.
+
+        On any error the store's handles are released before it propagates.
+        """
+        try:
+            self._load_meta()
+        except BaseException:
+            self._closed = True
+            self._close()
+            raise
+
+    def _load_meta(self) -> None:
         meta = self._read_meta()
         if meta is None:
             if self.readonly:
@@ -450,9 +462,11 @@ class Storage(abc.ABC):
             label = label.item()
         if not isinstance(label, int) or isinstance(label, bool):
             raise ValueError(f"sample {key!r}: 'label' must be an int; got {label!r}")
-        item = {"data": np.asarray(data), "label": label, "metadata": dict(sample.get("metadata") or {})}
+        # Check and copy now: a bad sample fails its own store_sample call, never a later
+        # flush carrying good ones, and a caller reusing its buffers cannot change what is queued.
+        item = {"data": np.array(check_array("data", data), copy=True), "label": label, "metadata": to_plain(dict(sample.get("metadata") or {}))}
         if sample.get("audio") is not None:
-            item["audio"] = np.asarray(sample["audio"])
+            item["audio"] = np.array(check_array("audio", sample["audio"]), copy=True)
         self._pending.append((key, item))
         if len(self._pending) >= self.commit_every:
             self.flush()
@@ -481,15 +495,19 @@ class Storage(abc.ABC):
         self._check_writable()
         if not self._pending:
             return
-        items, self._pending = self._pending, []
+        items = self._pending
         assert self._meta is not None
-        schema = self._meta.setdefault("schema", {})
+        schema = dict(self._meta.get("schema") or {})
         for _, sample in items:
             for name in ("data", "audio"):
                 if sample.get(name) is not None:
                     schema[name] = _merge_schema(schema.get(name), _array_schema(sample[name]))
-        self._meta["updated"] = _now()
-        self._write(items, self._meta)
+        meta = dict(self._meta, schema=schema, updated=_now())
+        self._write(items, meta)
+        # Only a successful commit empties the buffer: after a failure (a full disk)
+        # the samples are still queued and a later flush or close can retry them.
+        self._meta = meta
+        self._pending = []
 
 
 # ---------------------------------------------------------------------------- registry

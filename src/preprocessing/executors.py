@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 
 from src.config import Config
-from src.errors import ConfigError
+from src.errors import ConfigError, DeepfakeDataError
 from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
 
 __all__ = ["EXECUTORS", "run_tasks", "SerialExecutor", "ProcessExecutor"]
@@ -28,9 +28,10 @@ logger = logging.getLogger(__name__)
 _WORKER: VideoProcessor | None = None
 
 
-def _init_worker(config: Config) -> None:
+def _init_worker(config: Config, log_level: int) -> None:
     global _WORKER
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # A spawned worker starts with no logging set up: mirror the parent's level.
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
     _WORKER = VideoProcessor(config)
 
 
@@ -72,7 +73,7 @@ class ProcessExecutor:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.config,),
+            initargs=(self.config, logging.getLogger().getEffectiveLevel()),
         )
 
     def map(self, tasks: Iterable[VideoTask]) -> Iterator[TaskResult]:
@@ -82,6 +83,7 @@ class ProcessExecutor:
         pending: dict[Future, VideoTask] = {}
         requeue: list[VideoTask] = []
         pool = self._pool()
+        breaks_without_progress = 0
         try:
             while True:
                 while len(pending) < self.max_in_flight:
@@ -96,11 +98,17 @@ class ProcessExecutor:
                 for future in done:
                     task = pending.pop(future)
                     try:
-                        yield future.result()
+                        result = future.result()
                     except BrokenProcessPool:
                         broken = True
                         requeue.append(task)
+                        continue
+                    breaks_without_progress = 0
+                    yield result
                 if broken:
+                    breaks_without_progress += 1
+                    if breaks_without_progress >= 3:
+                        raise DeepfakeDataError("worker processes keep dying before finishing any video (start-up failure?); see the log above")
                     # Every task still in flight died with the pool: retry each once, then report it.
                     requeue.extend(pending.values())
                     pending.clear()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from src.config import Config
-from src.errors import DeepfakeDataError
+from src.errors import ConfigError, DeepfakeDataError
 from src.preprocessing.clip import decode_clip
 from src.preprocessing.faces import create_detector, detect_and_crop
 
@@ -78,12 +78,16 @@ class VideoProcessor:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.detector = create_detector(config.faces.detector, max_side=config.faces.max_side)
+        # Load the model now: a broken install must stop the run, not fail every video.
+        self.detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))
 
     def __call__(self, task: VideoTask) -> TaskResult:
         """Process one video; errors become a failed :class:`TaskResult`."""
         timings: dict[str, float] = {}
         try:
             sample = process_video(task, self.config, self.detector, timings)
+        except ConfigError:
+            raise  # the settings are wrong for every video: stop the run
         except DeepfakeDataError as exc:
             return TaskResult(task, None, str(exc), "failed", timings)
         except Exception as exc:  # a decoder bug must cost one video, not the run of thousands

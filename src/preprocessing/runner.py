@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections import Counter
@@ -22,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from src.config import Config, config_to_dict
+from src.data.file_index import atomic_write
 from src.data.storage import DEFAULT_STORE_NAMES, Storage, open_storage
 from src.datasets.catalog import Catalog, get_catalog
 from src.errors import IncompleteStoreError, StorageError
 from src.preprocessing.executors import run_tasks
-from src.preprocessing.pipeline import TaskResult, VideoTask
+from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
 from src.preprocessing.splits import SPLITS, assign_keys, assign_splits, interleave_for_limit
 
 __all__ = ["RunReport", "ProgressEvent", "plan_tasks", "run_preprocessing", "REPORT_NAME", "METADATA_NAME"]
@@ -89,12 +89,7 @@ class RunReport:
 
 
 def _atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2).encode())
 
 
 def _sample_settings(config: Config) -> dict[str, Any]:
@@ -259,6 +254,7 @@ def run_preprocessing(
         skipped_rows=[{"line": p.line, "reason": p.reason, "video_path": p.relpath} for p in catalog.problems],
         workers=config.processing.num_workers,
     )
+    VideoProcessor(config)  # fail fast on a broken detector install, before any store is touched
     stores = _open_stores(root, config, fingerprint, overwrite)
     complete = False
     try:
