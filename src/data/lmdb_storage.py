@@ -84,8 +84,8 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_inherited_envs)
 
 
-def _open_lmdb(path: Path, readonly: bool, map_size: int, max_readers: int, lock: bool) -> lmdb.Environment:
-    common = dict(subdir=True, max_dbs=_MAX_DBS, max_readers=max_readers, readahead=False)
+def _open_lmdb(path: Path, readonly: bool, map_size: int, max_readers: int, lock: bool, readahead: bool = True) -> lmdb.Environment:
+    common = dict(subdir=True, max_dbs=_MAX_DBS, max_readers=max_readers, readahead=readahead)
     if readonly:
         try:
             return lmdb.open(str(path), readonly=True, lock=lock, create=False, **common)
@@ -98,7 +98,9 @@ def _open_lmdb(path: Path, readonly: bool, map_size: int, max_readers: int, lock
     return lmdb.open(str(path), map_size=map_size, meminit=False, **common)
 
 
-def open_environment(path: str | os.PathLike, readonly: bool = True, map_size_gb: float = 10, max_readers: int = 1024, lock: bool = True) -> _SharedEnv:
+def open_environment(
+    path: str | os.PathLike, readonly: bool = True, map_size_gb: float = 10, max_readers: int = 1024, lock: bool = True, readahead: bool = True
+) -> _SharedEnv:
     """Return this process's shared environment for ``path``, opening it if needed.
 
     Raises:
@@ -122,7 +124,7 @@ def open_environment(path: str | os.PathLike, readonly: bool = True, map_size_gb
             if readonly and not (p / "data.mdb").exists():
                 raise StorageError(f"{p}: no such LMDB store (missing data.mdb)")
             try:
-                env = _open_lmdb(p, readonly, int(map_size_gb * _GB), max_readers, lock)
+                env = _open_lmdb(p, readonly, int(map_size_gb * _GB), max_readers, lock, readahead)
                 shared = _SharedEnv(env=env, pid=pid, readonly=readonly)
             except lmdb.Error as exc:
                 # py-lmdb refuses to open an environment again in a forked child while the
@@ -175,6 +177,12 @@ class LMDBStorage(Storage):
         index_fields: Fields to index.
         lock: Use LMDB's reader lock table (safe beside a concurrent writer).
             Falls back to lock-free reading when the lock file is not writable.
+        readahead: Let the kernel read ahead on page faults. py-lmdb suggests
+            turning it off for random access to small values; our values are
+            clips of megabytes, and measured here a cold random read of a
+            2.4 MB clip took 22-24 ms with readahead and 37 ms without (warm
+            reads the same), so it is on by default. The first opener of a
+            path in a process decides it for that process.
         **options: See :class:`~src.data.storage.Storage` (codec, commit_every, verify, config).
 
     Example:
@@ -194,6 +202,7 @@ class LMDBStorage(Storage):
         index_fields: Iterable[str] = DEFAULT_INDEX_FIELDS,
         *,
         lock: bool = True,
+        readahead: bool = True,
         **options: Any,
     ) -> None:
         super().__init__(path, readonly, create_indexes=create_indexes, index_fields=index_fields, **options)
@@ -202,6 +211,7 @@ class LMDBStorage(Storage):
         self.map_size_gb = map_size_gb
         self.max_readers = max_readers
         self.lock = lock
+        self.readahead = readahead
         self._shared: _SharedEnv | None = None
         self._last_key: bytes | None = None
         self._connect()
@@ -213,7 +223,7 @@ class LMDBStorage(Storage):
         shared = self._shared
         if shared is not None and shared.pid == os.getpid():
             return shared
-        shared = open_environment(self.path, self.readonly, self.map_size_gb, self.max_readers, self.lock)
+        shared = open_environment(self.path, self.readonly, self.map_size_gb, self.max_readers, self.lock, self.readahead)
         self._shared = shared
         return shared
 
