@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine,
         command=command,
         settings=run_settings,
-        plots=[args.image_prefix + p.name for p in plots],
+        plots=[f"{args.image_prefix.rstrip('/')}/{p.name}" if args.image_prefix else p.name for p in plots],
     )
     (args.out / "results.md").write_text(report)
     write_csv(rows, sys.stdout)
