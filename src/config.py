@@ -50,6 +50,7 @@ SAMPLING_MODES = ("uniform", "window")
 NO_FACE_POLICIES = ("center", "skip")
 DETECTORS = ("dlib_hog", "haar")
 EXECUTORS = ("process", "serial")
+GROUPINGS = ("source", "connected")
 
 
 def _choice(section: str, name: str, value: Any, allowed: tuple) -> None:
@@ -222,14 +223,20 @@ class SplitsConfig:
         val: Fraction in val.
         test: Fraction in test.
         seed: Seed of the identity shuffle.
+        group_by: ``source`` (all videos of one source identity in one split)
+            or ``connected`` (also keep every identity a fake borrows, target1
+            and target2, with its source: identities linked through any video
+            share a split, so no face crosses splits; may leave few, large groups).
     """
 
     train: float = 0.70
     val: float = 0.15
     test: float = 0.15
     seed: int = 42
+    group_by: str = "source"
 
     def __post_init__(self) -> None:
+        _choice("splits", "group_by", self.group_by, GROUPINGS)
         for name in ("train", "val", "test"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

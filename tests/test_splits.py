@@ -66,3 +66,27 @@ def test_limit_order_is_proportional():
     assert sum(r.startswith("t") for r in first) in (13, 14, 15)
     assert any(r.startswith("v") for r in first) and any(r.startswith("s") for r in first)
     assert sorted(order) == sorted(r for r, _ in items)
+
+
+def test_connected_groups_unions_linked_identities():
+    from src.preprocessing.splits import connected_groups
+
+    groups = connected_groups([["a", "b"], ["c"], ["b", "d", ""], ["e", "c"]])
+    assert groups == {"a": "a", "b": "a", "d": "a", "c": "c", "e": "c"}
+
+
+def test_connected_grouping_keeps_borrowed_faces_in_one_split(demo_root):
+    from src.config import config_from_dict
+    from src.datasets.fakeavceleb import read_catalog
+    from src.preprocessing.runner import plan_tasks
+
+    catalog = read_catalog(demo_root)
+    tasks, fp_connected = plan_tasks(catalog, config_from_dict({"splits": {"group_by": "connected"}}))
+    split_of_identity: dict[str, set[str]] = {}
+    for t in tasks:
+        for ident in (t.metadata["source"], t.metadata["target1"], t.metadata["target2"]):
+            if ident not in ("", "-"):
+                split_of_identity.setdefault(ident, set()).add(t.split)
+    assert all(len(splits) == 1 for splits in split_of_identity.values())
+    _, fp_source = plan_tasks(catalog, config_from_dict({}))
+    assert fp_source != fp_connected

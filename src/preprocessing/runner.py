@@ -27,7 +27,7 @@ from src.datasets.catalog import Catalog, get_catalog
 from src.errors import IncompleteStoreError, StorageError
 from src.preprocessing.executors import run_tasks
 from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
-from src.preprocessing.splits import SPLITS, assign_keys, assign_splits, interleave_for_limit
+from src.preprocessing.splits import SPLITS, assign_keys, assign_splits, connected_groups, interleave_for_limit
 
 __all__ = ["RunReport", "ProgressEvent", "plan_tasks", "run_preprocessing", "REPORT_NAME", "METADATA_NAME"]
 
@@ -113,11 +113,18 @@ def plan_tasks(catalog: Catalog, config: Config) -> tuple[list[VideoTask], str]:
         proportion, lowest keys first) and a fingerprint of the plan plus the
         sample-shaping settings.
     """
+    s = config.splits
+    group_of = {rec.identity: rec.identity for rec in catalog.records}
+    if s.group_by == "connected":
+        borrowed = [(rec.identity, *(rec.metadata.get(k, "") for k in ("target1", "target2"))) for rec in catalog.records]
+        group_of = connected_groups([[i for i in ids if i and i != "-"] for ids in borrowed])
+        sizes = Counter(group_of[rec.identity] for rec in catalog.records)
+        logger.info("splits.group_by connected: %d identity groups, the largest holds %d of %d videos", len(sizes), max(sizes.values()), len(catalog.records))
     labels: dict[str, set[int]] = {}
     for rec in catalog.records:
-        labels.setdefault(rec.identity, set()).add(rec.label)
-    s = config.splits
-    split_of = assign_splits(labels, (s.train, s.val, s.test), s.seed)
+        labels.setdefault(group_of[rec.identity], set()).add(rec.label)
+    group_split = assign_splits(labels, (s.train, s.val, s.test), s.seed)
+    split_of = {ident: group_split[group] for ident, group in group_of.items()}
     by_rel = {rec.relpath: rec for rec in catalog.records}
     assignments = assign_keys([(rec.relpath, split_of[rec.identity]) for rec in catalog.records])
     tasks = []
@@ -125,6 +132,10 @@ def plan_tasks(catalog: Catalog, config: Config) -> tuple[list[VideoTask], str]:
     for rel in interleave_for_limit(assignments):
         a, rec = assignments[rel], by_rel[rel]
         tasks.append(VideoTask(a.key, a.split, rel, str(rec.path), rec.label, rec.video_label, rec.audio_label, dict(rec.metadata)))
+    counts = Counter(a.split for a in assignments.values())
+    empty = [name for name, ratio in zip(SPLITS, (s.train, s.val, s.test)) if ratio > 0 and not counts.get(name)]
+    if empty and catalog.records:
+        logger.warning("split(s) %s get no videos (%d identity groups for %d videos; splits.group_by: %s)", ", ".join(empty), len(labels), len(catalog.records), s.group_by)
     for rel in sorted(assignments):
         digest.update(f"{rel}\0{assignments[rel].split}\0{assignments[rel].key}\n".encode())
     return tasks, digest.hexdigest()

@@ -19,7 +19,7 @@ import numpy as np
 
 from src.errors import ConfigError
 
-__all__ = ["SPLITS", "SplitAssignment", "allocate", "assign_splits", "assign_keys", "sample_key", "interleave_for_limit"]
+__all__ = ["SPLITS", "SplitAssignment", "allocate", "assign_splits", "assign_keys", "connected_groups", "sample_key", "interleave_for_limit"]
 
 SPLITS = ("train", "val", "test")
 
@@ -98,6 +98,35 @@ def assign_splits(identity_labels: Mapping[str, Iterable[int]], ratios: Sequence
                 out[ident] = split
             start += count
     return out
+
+
+def connected_groups(links: Iterable[Iterable[str]]) -> dict[str, str]:
+    """Union identities that appear together (e.g. a fake's source and targets).
+
+    Args:
+        links: Per video, the identities it involves.
+
+    Returns:
+        ``{identity: group}``, the group named by its smallest member.
+    """
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for ids in links:
+        ids = [i for i in ids if i]
+        for other in ids[1:]:
+            a, b = find(ids[0]), find(other)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        for i in ids:
+            find(i)
+    return {x: find(x) for x in parent}
 
 
 def assign_keys(items: Sequence[tuple[str, str]]) -> dict[str, SplitAssignment]:
