@@ -85,7 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             progress = None
         try:
-            report = run_preprocessing(config, overwrite=args.overwrite, progress=progress)
+            if args.no_progress:
+                report = run_preprocessing(config, overwrite=args.overwrite, progress=progress)
+            else:
+                from tqdm.contrib.logging import logging_redirect_tqdm
+
+                with logging_redirect_tqdm():  # warnings print above the bar instead of breaking it
+                    report = run_preprocessing(config, overwrite=args.overwrite, progress=progress)
         finally:
             if bar is not None:
                 bar.close()
