@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from src.data.record import check_array, to_plain
+from src.data.record import CODECS, check_array, to_plain
 from src.errors import ConfigError, IncompleteStoreError, StorageError, StoreVersionError
 
 __all__ = [
@@ -151,8 +151,6 @@ class Storage(abc.ABC):
         verify: bool = True,
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        from src.data.record import CODECS
-
         if codec is not None and codec not in CODECS:
             raise ConfigError(f"unknown codec {codec!r}; must be one of {', '.join(CODECS)}")
         if commit_every < 1:
