@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from src.data.record import CODECS
+from src.data.codecs import CODECS
 from src.data.storage import backend_names
 from src.datasets.fakeavceleb import LABEL_POLICIES as _LABEL_POLICIES
 from src.errors import ConfigError

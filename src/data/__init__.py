@@ -7,8 +7,10 @@ Use :func:`open_storage` to open a store of any format::
         sample = store.retrieve_sample("sample_000001")
 """
 
-from src.data.record import CODECS, decode_sample, encode_sample
+from src.data.codecs import CODECS, Codec, get_codec
+from src.data.record import decode_sample, encode_sample
 from src.data.storage import (
+    BACKENDS,
     DEFAULT_STORE_NAMES,
     Storage,
     backend_names,
@@ -19,7 +21,10 @@ from src.data.storage import (
 )
 
 __all__ = [
+    "BACKENDS",
     "CODECS",
+    "Codec",
+    "get_codec",
     "DEFAULT_STORE_NAMES",
     "Storage",
     "backend_names",

@@ -34,52 +34,28 @@ from __future__ import annotations
 import abc
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-import xxhash
 
-from src.data.record import ArraySpec, check_array, decode_array, encode_array, field_codec, to_plain
+from src.data.fsio import TMP_SUFFIX as _TMP_SUFFIX
+from src.data.fsio import acquire_writer_lock, atomic_write, fsync_dir
+from src.data.postings import PostingsIndex
+from src.data.record import to_plain
 from src.data.storage import DEFAULT_INDEX_FIELDS, Storage, sample_index_values
 from src.errors import CorruptSampleError, StorageError
 
-__all__ = [
-    "INDEX_NAME",
-    "DirectoryStorage",
-    "EncodedArray",
-    "atomic_write",
-    "array_bytes",
-    "check_file_key",
-    "checksum",
-    "decode_stored_array",
-    "encode_sample_arrays",
-    "fsync_dir",
-]
+__all__ = ["INDEX_NAME", "DirectoryStorage", "check_file_key"]
 
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
 REWRITE_DIR = "rewritten"  # second home of a file whose key is being overwritten
-_TMP_SUFFIX = ".tmp"
-_ARRAY_FIELDS = ("data", "audio")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def array_bytes(array: np.ndarray) -> memoryview:
-    """A flat byte view of an array (copied first only if it is not C-contiguous)."""
-    return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
-
-
-def checksum(buf: bytes | memoryview | np.ndarray) -> str:
-    """The xxh3-64 of some bytes (or of an array's bytes), as 16 hex digits."""
-    if isinstance(buf, np.ndarray):
-        buf = array_bytes(buf)
-    return xxhash.xxh3_64_hexdigest(buf)
 
 
 def check_file_key(key: str) -> None:
@@ -90,146 +66,6 @@ def check_file_key(key: str) -> None:
     """
     if not isinstance(key, str) or not key or "/" in key or key.startswith("."):
         raise ValueError(f"invalid sample key {key!r} for a file-based store: no '/' and no leading '.'")
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """fsync a directory so renames inside it survive a crash (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, data: bytes, *, sync_dir: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically: temp file, fsync, ``os.replace``.
-
-    Readers see either the old file or the new one, never a partial write.
-    """
-    path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}{_TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if sync_dir:
-        fsync_dir(path.parent)
-
-
-def _acquire_writer_lock(directory: Path) -> Any:
-    """Hold an exclusive flock on ``<store>/.writer.lock``, so two writers never interleave index rewrites.
-
-    Raises:
-        StorageError: Another process (or store object) is writing this store.
-    """
-    import fcntl
-
-    fh = open(directory / ".writer.lock", "a+b")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise StorageError(f"{directory}: another writer has this store open; close it first") from None
-    return fh
-
-
-class EncodedArray:
-    """One array as a backend stores it: the array itself (``raw``) or its encoded bytes.
-
-    Attributes:
-        name: ``data`` or ``audio``.
-        stored: What goes into the file: the original array for ``raw``, a
-            1-D uint8 array of encoded bytes otherwise.
-        spec: ``{"codec", "dtype", "shape", "frames"}`` describing the decoded array.
-        checksum: xxh3-64 hex of ``stored``'s bytes.
-    """
-
-    __slots__ = ("name", "stored", "spec", "checksum")
-
-    def __init__(self, name: str, stored: np.ndarray, spec: dict[str, Any]) -> None:
-        self.name = name
-        self.stored = stored
-        self.spec = spec
-        self.checksum = checksum(stored)
-
-
-def encode_sample_arrays(sample: Mapping[str, Any], codec: str, options: Mapping[str, Any]) -> list[EncodedArray]:
-    """Encode a sample's ``data`` and ``audio`` the way records do (see :func:`~src.data.record.field_codec`).
-
-    Raises:
-        ValueError: Non-numeric arrays, or arrays the codec cannot encode.
-    """
-    out = []
-    for name in _ARRAY_FIELDS:
-        if sample.get(name) is None:
-            continue
-        array = np.ascontiguousarray(check_array(name, sample[name]))
-        array_codec = field_codec(name, codec)
-        if array_codec == "raw":
-            stored, frames = array, ()
-        else:
-            encoded, frames = encode_array(array, array_codec, **options)
-            stored = np.frombuffer(encoded, dtype=np.uint8)
-        spec = {"codec": array_codec, "dtype": array.dtype.str, "shape": list(array.shape), "frames": list(frames)}
-        out.append(EncodedArray(name, stored, spec))
-    return out
-
-
-def decode_stored_array(stored: np.ndarray, spec: Mapping[str, Any], expected: str | None, key: str, name: str, verify: bool) -> np.ndarray:
-    """Check and decode an array read back from a backend's file.
-
-    Args:
-        stored: The array as loaded (raw array, or 1-D uint8 encoded bytes).
-        spec: The ``arrays`` entry from the index (codec, dtype, shape, frames).
-        expected: The checksum recorded at write time.
-        key: Sample key, for error messages.
-        name: Array field name.
-        verify: Compare the checksum before decoding.
-
-    Returns:
-        The decoded array, exactly as it was stored.
-
-    Raises:
-        CorruptSampleError: Checksum mismatch, or stored bytes that do not fit the spec.
-    """
-    try:
-        dtype = np.dtype(spec["dtype"])
-        shape = tuple(int(s) for s in spec["shape"])
-        codec = str(spec["codec"])
-        frames = tuple(int(f) for f in spec.get("frames", ()))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptSampleError(key, f"array {name!r}: malformed index entry: {exc}") from None
-    if dtype.kind not in "biuf":
-        raise CorruptSampleError(key, f"array {name!r}: non-numeric dtype {dtype} in the index")
-    if verify:
-        if not isinstance(expected, str):
-            raise CorruptSampleError(key, f"array {name!r}: no checksum recorded")
-        if checksum(stored) != expected:
-            raise CorruptSampleError(key, f"array {name!r}: checksum mismatch (stored file damaged or replaced)")
-    if codec == "raw":
-        if stored.dtype != dtype:
-            # Backends without a matching native dtype (torch and big-endian data) store raw bytes.
-            if stored.dtype != np.uint8 or stored.nbytes != math.prod(shape) * dtype.itemsize:
-                raise CorruptSampleError(key, f"array {name!r}: stored dtype {stored.dtype}, index says {dtype}")
-            stored = np.ascontiguousarray(stored).reshape(-1).view(dtype)
-        if stored.shape != shape:
-            if stored.size != math.prod(shape):
-                raise CorruptSampleError(key, f"array {name!r}: stored shape {stored.shape}, index says {shape}")
-            stored = stored.reshape(shape)
-        return stored
-    if stored.dtype != np.uint8 or stored.ndim != 1:
-        raise CorruptSampleError(key, f"array {name!r}: {codec} bytes must be stored as 1-D uint8, found {stored.dtype} {stored.shape}")
-    return decode_array(stored, ArraySpec(name, dtype.str, shape, codec, 0, stored.nbytes, frames), key)
 
 
 def _entry_files(entry: Mapping[str, Any]) -> set[str]:
@@ -257,6 +93,18 @@ class DirectoryStorage(Storage):
         **options: See :class:`~src.data.storage.Storage`.
     """
 
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        """A directory whose ``index.json`` names this format."""
+        index = path / INDEX_NAME
+        if not index.is_file():
+            return False
+        try:
+            doc = json.loads(index.read_bytes())
+        except (OSError, ValueError):
+            return False
+        return isinstance(doc, dict) and doc.get("format") == cls.format
+
     def __init__(
         self,
         path: str | os.PathLike,
@@ -267,7 +115,7 @@ class DirectoryStorage(Storage):
     ) -> None:
         super().__init__(path, readonly, create_indexes=create_indexes, index_fields=index_fields, **options)
         self._entries: dict[str, dict[str, Any]] = {}
-        self._postings: dict[str, dict[str, set[str]]] = {}
+        self._postings = PostingsIndex()
         self._sorted: list[str] | None = None
         self._doc_meta: dict[str, Any] | None = None
         self._stamp: tuple[int, int, int] | None = None
@@ -282,7 +130,7 @@ class DirectoryStorage(Storage):
             if self.path.exists() and not self.path.is_dir():
                 raise StorageError(f"{self.path}: exists and is not a directory")
             self.path.mkdir(parents=True, exist_ok=True)
-            self._writer_lock = _acquire_writer_lock(self.path)
+            self._writer_lock = acquire_writer_lock(self.path)
             for pattern in (f"*{_TMP_SUFFIX}", f"{REWRITE_DIR}/*{_TMP_SUFFIX}"):  # from an interrupted writer
                 for leftover in self.path.glob(pattern):
                     leftover.unlink(missing_ok=True)
@@ -375,24 +223,11 @@ class DirectoryStorage(Storage):
 
     def _rebuild_postings(self) -> None:
         self._sorted = None
-        self._postings = {}
+        self._postings.clear()
         self._files = set()
         for key, entry in self._entries.items():
-            self._add_postings(key, entry)
+            self._postings.add(key, entry.get("index") or {})
             self._files.update(_entry_files(entry))
-
-    def _add_postings(self, key: str, entry: Mapping[str, Any]) -> None:
-        index = entry.get("index") or {}
-        for field, value in index.items():
-            self._postings.setdefault(field, {}).setdefault(str(value), set()).add(key)
-
-    def _drop_postings(self, key: str, entry: Mapping[str, Any]) -> None:
-        for field, value in (entry.get("index") or {}).items():
-            keys = self._postings.get(field, {}).get(str(value))
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._postings[field][str(value)]
 
     def _save_index(self, meta: Mapping[str, Any]) -> None:
         doc = {"format": self.format, "meta": dict(meta), "samples": self._entries}
@@ -455,11 +290,11 @@ class DirectoryStorage(Storage):
 
     def _query_field(self, field: str, value: str) -> list[str]:
         self._maybe_reload()
-        return sorted(self._postings.get(field, {}).get(value, ()))
+        return self._postings.query(field, value)
 
     def _index_counts(self, field: str) -> dict[str, int]:
         self._maybe_reload()
-        return {value: len(keys) for value, keys in sorted(self._postings.get(field, {}).items())}
+        return self._postings.counts(field)
 
     def _close(self) -> None:
         self._discard_staged()
@@ -506,10 +341,10 @@ class DirectoryStorage(Storage):
         for key, entry in new.items():
             old = self._entries.get(key)
             if old is not None:
-                self._drop_postings(key, old)
+                self._postings.drop(key, old.get("index") or {})
                 obsolete |= _entry_files(old) - _entry_files(entry)
             self._entries[key] = entry
-            self._add_postings(key, entry)
+            self._postings.add(key, entry["index"])
             self._files |= _entry_files(entry)
         self._files -= obsolete
         self._sorted = None

@@ -10,14 +10,16 @@ Layout::
     /index/key              the store's keys, one row per sample (variable-length strings)
     /index/<field>          the indexed value of each row, e.g. /index/label "1"
 
-Codecs: ``raw`` arrays are contiguous datasets; ``zstd`` maps to HDF5's own
-lossless ``gzip`` filter (plus ``shuffle`` for multi-byte dtypes; one chunk per
-frame), readable by any HDF5 tool, so both read back as plain arrays (``codec``
-attr ``raw``). gzip compresses face clips a little better than zstd level 3 but
-decodes several times slower (about 20 ms against 5 ms for a 2.4 MB clip).
-``jpeg`` clips are stored as a 1-D uint8 dataset of concatenated JPEG frames
-(``codec`` attr ``jpeg`` with ``dtype``, ``shape`` and ``frames`` attrs) and are
-decoded by the same code as records, so every format yields identical pixels.
+Codecs come from :mod:`src.data.codecs`. A codec with an HDF5 filter
+(:meth:`~src.data.codecs.Codec.hdf5_filter`) stores the array itself: ``raw``
+as a contiguous dataset, ``zstd`` chunked one frame per chunk through HDF5's
+registered Zstandard filter (id 32015, shipped by ``hdf5plugin``, which this
+module imports; any HDF5 tool that loads that plugin reads the file). The
+dataset's ``codec`` attr names the codec. Other codecs (``jpeg``) are stored
+as a 1-D uint8 dataset of their encoded bytes (``codec`` attr with ``dtype``,
+``shape`` and ``frames`` attrs) and decoded by the same code as records, so
+every format yields identical pixels. Files written before zstd existed here
+used gzip under the ``codec`` attr ``raw``; h5py decodes those natively.
 
 Every dataset carries the xxh3-64 of its stored bytes and every sample group
 one of its label and metadata, checked on read, so a damaged file raises
@@ -44,13 +46,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import h5py
+import hdf5plugin  # noqa: F401 - registers the Zstandard filter with HDF5 for reading and writing
 import numpy as np
 
-from src.data.file_index import check_file_key, checksum
-from src.data.record import ArraySpec, check_array, decode_array, encode_array, field_codec, to_plain
+from src.data.codecs import ARRAY_FIELDS, CODECS, ArraySpec, check_array, checksum, decode_array, encode_array, field_codec, get_codec
+from src.data.file_index import check_file_key
+from src.data.postings import PostingsIndex
+from src.data.record import to_plain
 from src.data.storage import DEFAULT_INDEX_FIELDS, Storage, register_backend, sample_index_values
 from src.errors import CorruptSampleError, StorageError
 
@@ -63,7 +69,7 @@ _SAMPLES = "samples"
 _INDEX = "index"
 _KEY_COLUMN = "key"
 _ROW_CHUNK = 1024
-_ARRAY_FIELDS = ("data", "audio")
+_ARRAY_FIELDS = ARRAY_FIELDS
 _STR = h5py.string_dtype()
 _INT = np.dtype(np.int64)
 # Errors h5py raises for damaged files and objects.
@@ -94,8 +100,7 @@ class HDF5Storage(Storage):
         create_indexes: Maintain the per-field indexes.
         index_fields: Fields to index.
         **options: See :class:`~src.data.storage.Storage` (codec, commit_every,
-            verify, config). ``codec_options["gzip_level"]`` (0-9, default 4)
-            sets the compression of the ``zstd`` codec's gzip filter.
+            verify, config).
 
     Example:
         >>> with HDF5Storage("data/processed/FakeAVCeleb_v1.2/train/data.h5") as storage:
@@ -103,6 +108,14 @@ class HDF5Storage(Storage):
     """
 
     suffixes = (".h5", ".hdf5")
+
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        """A file starting with the HDF5 signature."""
+        if not path.is_file():
+            return False
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"\x89HDF\r\n\x1a\n"
 
     def __init__(
         self,
@@ -113,17 +126,13 @@ class HDF5Storage(Storage):
         **options: Any,
     ) -> None:
         super().__init__(path, readonly, create_indexes=create_indexes, index_fields=index_fields, **options)
-        level = self.codec_options.get("gzip_level", 4)
-        if not isinstance(level, int) or not 0 <= level <= 9:
-            raise StorageError(f"gzip_level must be an int in 0..9; got {level!r}")
-        self.gzip_level = level
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._samples_gid: Any = None
         self._samples_pid: int | None = None
         self._rows: dict[str, int] = {}
         self._columns: dict[str, list[str]] = {}
-        self._postings: dict[str, dict[str, set[str]]] = {}
+        self._postings = PostingsIndex()
         self._sorted: list[str] | None = None
         if readonly and not self.path.is_file():
             raise StorageError(f"{self.path}: no such HDF5 store")
@@ -174,7 +183,8 @@ class HDF5Storage(Storage):
 
     def _load_index(self) -> None:
         f = self._connect()
-        self._rows, self._columns, self._postings, self._sorted = {}, {}, {}, None
+        self._rows, self._columns, self._sorted = {}, {}, None
+        self._postings.clear()
         group = f.get(_INDEX)
         if group is None:
             return
@@ -187,10 +197,8 @@ class HDF5Storage(Storage):
         except _H5_ERRORS as exc:
             raise CorruptSampleError("__index__", f"{self.path}: unreadable index table: {exc}") from None
         self._rows = {k: i for i, k in enumerate(keys)}
-        for field, column in self._columns.items():
-            postings = self._postings.setdefault(field, {})
-            for key, row in self._rows.items():
-                postings.setdefault(column[row], set()).add(key)
+        for key, row in self._rows.items():
+            self._postings.add(key, {field: column[row] for field, column in self._columns.items()})
 
     def _append_rows(self, group: h5py.Group, name: str, values: list[str], start: int) -> None:
         if name not in group:
@@ -218,10 +226,10 @@ class HDF5Storage(Storage):
         return key in self._rows
 
     def _query_field(self, field: str, value: str) -> list[str]:
-        return sorted(self._postings.get(field, {}).get(value, ()))
+        return self._postings.query(field, value)
 
     def _index_counts(self, field: str) -> dict[str, int]:
-        return {value: len(keys) for value, keys in sorted(self._postings.get(field, {}).items()) if keys}
+        return self._postings.counts(field)
 
     def _read_meta(self) -> dict[str, Any] | None:
         raw = self._connect().attrs.get(_META_ATTR)
@@ -310,7 +318,9 @@ class HDF5Storage(Storage):
             raise CorruptSampleError(key, f"array {name!r}: unreadable dataset: {type(exc).__name__}: {exc}") from None
         if verify and checksum(out) != expected:
             raise CorruptSampleError(key, f"array {name!r}: checksum mismatch (damaged file)")
-        if codec == "raw":
+        if codec not in CODECS:
+            raise CorruptSampleError(key, f"array {name!r}: unknown codec {codec!r}")
+        if get_codec(codec).hdf5_native:
             return out
         try:
             spec = ArraySpec(
@@ -340,28 +350,17 @@ class HDF5Storage(Storage):
         super().store_sample(key, sample)
 
     def _write_array(self, group: h5py.Group, name: str, array: np.ndarray) -> None:
-        codec = field_codec(name, self.codec)
-        if codec == "jpeg":
-            encoded, frames = encode_array(array, codec, **self.codec_options)
+        codec_name = field_codec(name, self.codec)
+        codec = get_codec(codec_name)
+        if codec.hdf5_native:
+            stored = array
+            ds = group.create_dataset(name, data=array, **codec.hdf5_filter(array, self.codec_options))
+        else:
+            encoded, frames = encode_array(array, codec_name, **self.codec_options)
             stored = np.frombuffer(encoded, dtype=np.uint8)
             ds = group.create_dataset(name, data=stored)
-            ds.attrs.update(
-                {
-                    "codec": "jpeg",
-                    "dtype": array.dtype.str,
-                    "shape": np.asarray(array.shape, np.int64),
-                    "frames": np.asarray(frames, np.int64),
-                }
-            )
-        else:
-            stored = array
-            kwargs: dict[str, Any] = {}
-            if codec == "zstd" and array.ndim and array.size:
-                # One chunk per frame for (C, T, H, W) clips: frames can be read on their own.
-                chunks = (array.shape[0], 1, *array.shape[2:]) if array.ndim == 4 else True
-                kwargs = {"compression": "gzip", "compression_opts": self.gzip_level, "shuffle": array.dtype.itemsize > 1, "chunks": chunks}
-            ds = group.create_dataset(name, data=array, **kwargs)
-            ds.attrs["codec"] = "raw"
+            ds.attrs.update({"dtype": array.dtype.str, "shape": np.asarray(array.shape, np.int64), "frames": np.asarray(frames, np.int64)})
+        ds.attrs["codec"] = codec_name
         ds.attrs["xxh3"] = checksum(stored)
 
     def _write(self, items: list[tuple[str, dict[str, Any]]], meta: dict[str, Any]) -> None:
@@ -415,12 +414,8 @@ class HDF5Storage(Storage):
             for fld in fields:
                 column = self._columns.setdefault(fld, [""] * row)
                 column.extend([""] * (row + 1 - len(column)))
-                old = column[row]
-                if key in self._postings.get(fld, {}).get(old, ()):
-                    self._postings[fld][old].discard(key)
-                    if not self._postings[fld][old]:
-                        del self._postings[fld][old]
+                self._postings.drop(key, {fld: column[row]})
                 column[row] = index.get(fld, "")
-                self._postings.setdefault(fld, {}).setdefault(column[row], set()).add(key)
+                self._postings.add(key, {fld: column[row]})
         self._sorted = None
         self._write_meta(meta)

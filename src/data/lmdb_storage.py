@@ -192,6 +192,11 @@ class LMDBStorage(Storage):
 
     suffixes = (".lmdb",)
 
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        """An LMDB environment directory (holds ``data.mdb``)."""
+        return path.is_dir() and (path / "data.mdb").exists()
+
     def __init__(
         self,
         path: str | os.PathLike,

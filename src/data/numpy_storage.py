@@ -22,7 +22,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from src.data.file_index import DirectoryStorage, decode_stored_array, encode_sample_arrays
+from src.data.codecs import decode_stored_array, encode_sample_arrays
+from src.data.file_index import DirectoryStorage
 from src.data.storage import register_backend
 from src.errors import CorruptSampleError
 

@@ -18,14 +18,9 @@ whole payload. No pickle is involved anywhere: a record can only ever decode to
 numpy arrays, numbers, strings, lists and dicts, and anything malformed raises
 :class:`~src.errors.CorruptSampleError` naming the fault.
 
-Codecs (chosen per array at encode time):
-
-* ``raw``: the array's bytes as they are. Decoding is a single copy (or no copy
-  at all with ``copy=False``).
-* ``zstd``: lossless Zstandard compression of the raw bytes.
-* ``jpeg``: lossy, one JPEG per frame; only for uint8 clips shaped (C, T, H, W)
-  with C in {1, 3}. Deepfake detectors learn compression traces, so the lossless
-  codecs are the default.
+Codecs (``raw``, ``zstd``, ``jpeg`` and any registered one) live in
+:mod:`src.data.codecs`, shared with every other backend; this module only frames
+them. Verified ``raw`` reads go through :func:`~src.data.codecs.copy_hashing`.
 """
 
 from __future__ import annotations
@@ -35,13 +30,24 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping
 
 import msgpack
 import numpy as np
 import xxhash
 
-from src.errors import CorruptSampleError, StoreVersionError
+from src.data.codecs import (
+    ARRAY_FIELDS,
+    CODECS,
+    ArraySpec,
+    check_array,
+    copy_hashing,
+    decode_array,
+    encode_array,
+    field_codec,
+    get_codec,
+)
+from src.errors import ConfigError, CorruptSampleError, StoreVersionError
 
 __all__ = [
     "MAGIC",
@@ -53,6 +59,8 @@ __all__ = [
     "encode_sample",
     "decode_sample",
     "decode_header",
+    "raw_array",
+    "verify_payload",
     "encode_array",
     "decode_array",
     "check_array",
@@ -68,34 +76,7 @@ ALIGN = 64
 MAX_ARRAY_BYTES = 1 << 31
 _PREFIX = struct.Struct("<4sHHII")  # magic, version, reserved, header length, header crc32
 _HEADER_LIMIT = 64 * 1024 * 1024
-_ARRAY_FIELDS = ("data", "audio")
-
-
-class ArraySpec(NamedTuple):
-    """Where one array lives inside a record's payload (immutable; cheap to build per read).
-
-    Attributes:
-        name: Field name (``data`` or ``audio``).
-        dtype: numpy dtype string, e.g. ``|u1`` or ``<f4``.
-        shape: Array shape.
-        codec: One of :data:`CODECS`.
-        offset: Byte offset of the encoded bytes inside the payload.
-        length: Number of encoded bytes.
-        frames: For ``jpeg``: the byte length of each encoded frame.
-    """
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    codec: str
-    offset: int
-    length: int
-    frames: tuple[int, ...] = ()
-
-    @property
-    def nbytes(self) -> int:
-        """Size of the decoded array in bytes (exact: no fixed-width overflow)."""
-        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+_ARRAY_FIELDS = ARRAY_FIELDS
 
 
 @dataclass(frozen=True)
@@ -153,179 +134,6 @@ def to_plain(value: Any) -> Any:
     raise TypeError(f"metadata value of type {type(value).__name__} cannot be stored: {value!r}")
 
 
-# ----------------------------------------------------------------------------- codecs
-
-
-def _encode_raw(array: np.ndarray, _options: Mapping[str, Any]) -> tuple[list[bytes | memoryview], tuple[int, ...]]:
-    return [memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))], ()
-
-
-def _encode_zstd(array: np.ndarray, options: Mapping[str, Any]) -> tuple[list[bytes | memoryview], tuple[int, ...]]:
-    import zstandard
-
-    level = int(options.get("zstd_level", 3))
-    data = zstandard.ZstdCompressor(level=level, write_content_size=True).compress(np.ascontiguousarray(array).tobytes())
-    return [data], ()
-
-
-def _encode_jpeg(array: np.ndarray, options: Mapping[str, Any]) -> tuple[list[bytes | memoryview], tuple[int, ...]]:
-    import cv2
-
-    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] not in (1, 3):
-        raise ValueError(f"jpeg codec needs a uint8 (C, T, H, W) clip with C in (1, 3); got {array.dtype} {array.shape}")
-    quality = int(options.get("jpeg_quality", 95))
-    parts: list[bytes | memoryview] = []
-    lengths = []
-    for t in range(array.shape[1]):
-        frame = np.ascontiguousarray(np.moveaxis(array[:, t], 0, -1))
-        if frame.shape[-1] == 3:
-            frame = frame[..., ::-1]  # OpenCV encodes BGR
-        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if not ok:
-            raise ValueError("OpenCV failed to encode a frame as JPEG")
-        parts.append(buf.tobytes())
-        lengths.append(len(parts[-1]))
-    return parts, tuple(lengths)
-
-
-def _check_raw_length(spec: ArraySpec, key: str | None) -> None:
-    if spec.length != spec.nbytes:
-        raise CorruptSampleError(key, f"array {spec.name!r}: {spec.length} bytes stored, shape {spec.shape} needs {spec.nbytes}")
-
-
-def _decode_raw(buf: memoryview, spec: ArraySpec, key: str | None, copy: bool) -> np.ndarray:
-    _check_raw_length(spec, key)
-    array = np.frombuffer(buf, dtype=np.dtype(spec.dtype)).reshape(spec.shape)
-    return array.copy() if copy else array
-
-
-def _decode_zstd(buf: memoryview, spec: ArraySpec, key: str | None, copy: bool) -> np.ndarray:
-    import zstandard
-
-    nbytes = spec.nbytes
-    try:
-        # The frame states its content size; check it before zstd allocates that much.
-        size = zstandard.frame_content_size(buf)
-        if size != nbytes:
-            raise CorruptSampleError(key, f"array {spec.name!r}: zstd frame holds {size} bytes, shape {spec.shape} needs {nbytes}")
-        raw = zstandard.ZstdDecompressor().decompress(buf, max_output_size=nbytes) if nbytes else b""
-    except zstandard.ZstdError as exc:
-        raise CorruptSampleError(key, f"array {spec.name!r}: zstd: {exc}") from None
-    if len(raw) != nbytes:
-        raise CorruptSampleError(key, f"array {spec.name!r}: decompressed to {len(raw)} bytes, expected {nbytes}")
-    return np.frombuffer(bytearray(raw), dtype=np.dtype(spec.dtype)).reshape(spec.shape)
-
-
-def _decode_jpeg(buf: memoryview, spec: ArraySpec, key: str | None, copy: bool) -> np.ndarray:
-    import cv2
-
-    if (
-        len(spec.shape) != 4
-        or spec.shape[0] not in (1, 3)
-        or np.dtype(spec.dtype) != np.uint8
-        or sum(spec.frames) != spec.length
-        or len(spec.frames) != spec.shape[1]
-        or any(f <= 0 for f in spec.frames)
-    ):
-        raise CorruptSampleError(key, f"array {spec.name!r}: jpeg frame table does not match shape {spec.shape}")
-    channels, _, height, width = spec.shape
-    out: np.ndarray | None = None  # allocated once a real frame has confirmed the stated size
-    flag = cv2.IMREAD_COLOR if channels == 3 else cv2.IMREAD_GRAYSCALE
-    pos = 0
-    for t, length in enumerate(spec.frames):
-        try:
-            frame = cv2.imdecode(np.frombuffer(buf[pos : pos + length], dtype=np.uint8), flag)
-        except cv2.error as exc:
-            raise CorruptSampleError(key, f"array {spec.name!r}: frame {t}: {exc}") from None
-        pos += length
-        if frame is None or frame.shape[:2] != (height, width):
-            raise CorruptSampleError(key, f"array {spec.name!r}: frame {t} is not a {width}x{height} JPEG")
-        if out is None:
-            out = np.empty(spec.shape, dtype=np.uint8)
-        if channels == 3:
-            out[:, t] = np.moveaxis(frame[..., ::-1], -1, 0)
-        else:
-            out[0, t] = frame
-    return out if out is not None else np.empty(spec.shape, dtype=np.uint8)
-
-
-_ENCODERS = {"raw": _encode_raw, "zstd": _encode_zstd, "jpeg": _encode_jpeg}
-_DECODERS = {"raw": _decode_raw, "zstd": _decode_zstd, "jpeg": _decode_jpeg}
-CODECS = tuple(_ENCODERS)
-
-
-def field_codec(name: str, codec: str) -> str:
-    """The codec an array field is stored with when a store's codec is ``codec``.
-
-    ``data`` uses the store's codec; ``audio`` is ``zstd`` under ``zstd`` and
-    ``raw`` otherwise (JPEG is for images only).
-    """
-    return codec if name == "data" else ("zstd" if codec == "zstd" else "raw")
-
-
-def check_array(name: str, value: Any) -> np.ndarray:
-    """Return ``value`` as an array a record can hold.
-
-    Raises:
-        ValueError: Object, string, complex or other non-numeric dtypes.
-    """
-    array = np.asarray(value)
-    if array.dtype.hasobject or array.dtype.kind not in "biuf":
-        raise ValueError(f"array {name!r} has unsupported dtype {array.dtype}; numeric (bool, int, uint, float) arrays only")
-    return array
-
-
-def encode_array(array: np.ndarray, codec: str, **options: Any) -> tuple[bytes | memoryview, tuple[int, ...]]:
-    """Encode one array with a codec, as stored in a record's payload.
-
-    Other backends (HDF5, numpy, torch) use this to store ``zstd``/``jpeg``
-    arrays exactly as records do, so every format decodes them identically.
-
-    Args:
-        array: The array (see :func:`check_array`).
-        codec: ``raw``, ``zstd`` or ``jpeg``.
-        **options: ``zstd_level``, ``jpeg_quality``.
-
-    Returns:
-        ``(encoded bytes, frame lengths)``; frame lengths are empty except for ``jpeg``.
-
-    Raises:
-        ValueError: Unknown codec, or an array the codec cannot encode.
-    """
-    if codec not in _ENCODERS:
-        raise ValueError(f"unknown codec {codec!r}; must be one of {', '.join(CODECS)}")
-    chunks, frames = _ENCODERS[codec](array, options)
-    return (chunks[0] if len(chunks) == 1 else b"".join(chunks)), frames
-
-
-def decode_array(buf: bytes | memoryview | np.ndarray, spec: ArraySpec, key: str | None = None, *, copy: bool = True) -> np.ndarray:
-    """Decode bytes produced by :func:`encode_array` (``spec.offset`` is ignored).
-
-    Args:
-        buf: The encoded bytes.
-        spec: dtype, shape, codec and (``jpeg``) frame lengths; ``spec.length``
-            must equal ``len(buf)``.
-        key: Sample key for error messages.
-        copy: For ``raw``, copy out of ``buf`` (otherwise the result aliases it).
-
-    Raises:
-        CorruptSampleError: The bytes do not decode to ``spec``.
-    """
-    view = memoryview(buf)
-    if view.ndim != 1 or view.format != "B":
-        view = view.cast("B")
-    if spec.codec not in _DECODERS:
-        raise CorruptSampleError(key, f"array {spec.name!r}: unknown codec {spec.codec!r}")
-    if len(view) != spec.length:
-        raise CorruptSampleError(key, f"array {spec.name!r}: {len(view)} bytes stored, {spec.length} expected")
-    try:
-        return _DECODERS[spec.codec](view, spec, key, copy)
-    except CorruptSampleError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise CorruptSampleError(key, f"array {spec.name!r}: {exc}") from None
-
-
 # ----------------------------------------------------------------------------- encode
 
 
@@ -349,8 +157,10 @@ def encode_sample(sample: Mapping[str, Any], codec: str = "raw", **options: Any)
         ValueError: For an unknown codec, a missing/invalid ``data`` or ``label``.
         TypeError: For metadata values that cannot be stored safely.
     """
-    if codec not in _ENCODERS:
-        raise ValueError(f"unknown codec {codec!r}; must be one of {', '.join(CODECS)}")
+    try:
+        get_codec(codec)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
     if "data" not in sample:
         raise ValueError("a sample needs a 'data' array")
     label = sample.get("label")
@@ -370,7 +180,7 @@ def encode_sample(sample: Mapping[str, Any], codec: str = "raw", **options: Any)
             continue
         array = check_array(name, sample[name])
         array_codec = field_codec(name, codec)
-        chunks, frames = _ENCODERS[array_codec](array, options)
+        chunks, frames = get_codec(array_codec).encode(array, options)
         length = sum(len(c) for c in chunks)
         arrays.append(
             {
@@ -477,7 +287,7 @@ def decode_header(buf: bytes | memoryview, key: str | None = None) -> RecordHead
         raise CorruptSampleError(key, "padding between header and payload is damaged or truncated")
     payload_len = len(view) - payload_offset
     for spec in specs.values():
-        if spec.codec not in _DECODERS:
+        if spec.codec not in CODECS:
             raise CorruptSampleError(key, f"array {spec.name!r}: unknown codec {spec.codec!r}")
         if spec.offset < 0 or spec.length < 0 or spec.offset + spec.length > payload_len:
             raise CorruptSampleError(
@@ -529,50 +339,61 @@ def decode_sample(buf: bytes | memoryview, key: str | None = None, *, verify: bo
         if name in copied:
             sample[name] = copied[name]
         else:
-            try:
-                sample[name] = _DECODERS[spec.codec](payload[spec.offset : spec.offset + spec.length], spec, key, copy)
-            except (TypeError, ValueError) as exc:  # CorruptSampleError passes through: it is a StorageError
-                raise CorruptSampleError(key, f"array {name!r}: {exc}") from None
+            sample[name] = decode_array(payload[spec.offset : spec.offset + spec.length], spec, key, copy=copy)
     return sample
 
 
-def _copy_verified(payload: memoryview, header: RecordHeader, wanted: Mapping[str, ArraySpec], key: str | None) -> dict[str, np.ndarray]:
-    """Copy the wanted ``raw`` arrays out of ``payload``, then verify the digest over the copies.
-
-    The digest covers the whole payload; the bytes of the copied arrays are
-    hashed from the fresh copies (still in cache) rather than from the source
-    (often cold pages of a memory map), and the gaps between them from the
-    source. This checks exactly the bytes that are returned and costs little
-    more than the copy itself.
+def raw_array(payload: memoryview, spec: ArraySpec, key: str | None) -> np.ndarray:
+    """A zero-copy view of a ``raw`` array inside a record payload.
 
     Raises:
-        CorruptSampleError: The payload digest does not match (nothing is returned).
+        CorruptSampleError: The stored length does not fit the shape.
     """
-    out: dict[str, np.ndarray] = {}
+    return get_codec("raw").decode(payload[spec.offset : spec.offset + spec.length], spec, key, False)
+
+
+def verify_payload(payload: memoryview, header: RecordHeader, key: str | None, fills: Mapping[str, np.ndarray] | None = None, affine: Any = None) -> None:
+    """Check the payload digest, copying the ``raw`` arrays named in ``fills`` on the way.
+
+    The one copy-and-verify path of every record read: each array in ``fills``
+    (name -> C-contiguous destination) is copied (or, with ``affine``
+    ``(scale, shift)`` for ``data``, converted to float32) in cache-sized
+    pieces that are hashed while still in cache; the bytes between them are
+    hashed from the source. So the check covers exactly the bytes returned and
+    costs little more than the copy itself.
+
+    Raises:
+        CorruptSampleError: Bad stored lengths, or a digest mismatch (the
+            destinations then hold unverified bytes and must be discarded).
+    """
     targets = []
-    for name, spec in wanted.items():
-        if spec.codec != "raw":
-            continue
-        _check_raw_length(spec, key)
-        array = np.empty(spec.shape, dtype=np.dtype(spec.dtype))
-        out[name] = array
-        if spec.length:
-            flat = array.reshape(-1).view(np.uint8)
-            np.copyto(flat, np.frombuffer(payload, dtype=np.uint8, count=spec.length, offset=spec.offset))
-            targets.append((spec.offset, spec.offset + spec.length, flat))
+    for name, dst in (fills or {}).items():
+        spec = header.arrays[name]
+        if spec.length != spec.nbytes:
+            raise CorruptSampleError(key, f"array {name!r}: {spec.length} bytes stored, shape {spec.shape} needs {spec.nbytes}")
+        targets.append((spec.offset, spec, dst))
     targets.sort(key=lambda t: t[0])
-    if any(b[0] < a[1] for a, b in zip(targets, targets[1:])):
-        digest = xxhash.xxh3_64_intdigest(payload)  # overlapping arrays (a hostile header): hash the source
+    if any(b[0] < a[0] + a[1].length for a, b in zip(targets, targets[1:])):
+        # Overlapping arrays (a hostile header): copy, then hash the source as a whole.
+        for _, spec, dst in targets:
+            copy_hashing(payload[spec.offset : spec.offset + spec.length], spec, dst, None, affine if spec.name == "data" else None)
+        digest = xxhash.xxh3_64_intdigest(payload)
     else:
         hasher = xxhash.xxh3_64()
         pos = 0
-        for lo, hi, flat in targets:
+        for lo, spec, dst in targets:
             if lo > pos:
                 hasher.update(payload[pos:lo])
-            hasher.update(flat)
-            pos = hi
+            copy_hashing(payload[lo : lo + spec.length], spec, dst, hasher, affine if spec.name == "data" else None)
+            pos = lo + spec.length
         hasher.update(payload[pos:])
         digest = hasher.intdigest()
     if digest != header.digest:
         raise CorruptSampleError(key, "payload checksum mismatch")
+
+
+def _copy_verified(payload: memoryview, header: RecordHeader, wanted: Mapping[str, ArraySpec], key: str | None) -> dict[str, np.ndarray]:
+    """Copy the wanted ``raw`` arrays out of ``payload`` and verify the digest (see :func:`verify_payload`)."""
+    out = {name: np.empty(spec.shape, dtype=np.dtype(spec.dtype)) for name, spec in wanted.items() if spec.codec == "raw"}
+    verify_payload(payload, header, key, out)
     return out

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import datetime as _dt
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -29,13 +28,16 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from src.data.record import CODECS, check_array, to_plain
+from src.data.codecs import CODECS
+from src.data.record import check_array, to_plain
 from src.errors import ConfigError, IncompleteStoreError, StorageError, StoreVersionError
+from src.registry import Registry
 
 __all__ = [
     "STORE_FORMAT_VERSION",
     "DEFAULT_INDEX_FIELDS",
     "DEFAULT_STORE_NAMES",
+    "BACKENDS",
     "Storage",
     "register_backend",
     "backend_names",
@@ -51,22 +53,31 @@ logger = logging.getLogger(__name__)
 STORE_FORMAT_VERSION = 1
 DEFAULT_INDEX_FIELDS: tuple[str, ...] = ("label", "category", "method")
 
-# Backend name -> "module:Class"; modules are imported on first use only.
-_BACKEND_PATHS: dict[str, str] = {
-    "lmdb": "src.data.lmdb_storage:LMDBStorage",
-    "hdf5": "src.data.hdf5_storage:HDF5Storage",
-    "numpy": "src.data.numpy_storage:NumpyStorage",
-    "torch": "src.data.torch_storage:TorchStorage",
-}
-_BACKENDS: dict[str, type[Storage]] = {}
-
-# The store name each format uses inside a split directory.
+# The store name each format uses inside a split directory (a registered backend adds its own).
 DEFAULT_STORE_NAMES: dict[str, str] = {
     "lmdb": "data.lmdb",
     "hdf5": "data.h5",
     "numpy": "data.numpy",
     "torch": "data.torch",
 }
+
+
+def _on_register(name: str, cls: type[Storage]) -> None:
+    cls.format = name
+    DEFAULT_STORE_NAMES.setdefault(name, cls.store_name or f"data{cls.suffixes[0] if cls.suffixes else '.' + name}")
+
+
+#: Storage backends by format name; built-ins are imported on first use.
+BACKENDS: Registry[type[Storage]] = Registry(
+    "storage format",
+    {
+        "lmdb": "src.data.lmdb_storage:LMDBStorage",
+        "hdf5": "src.data.hdf5_storage:HDF5Storage",
+        "numpy": "src.data.numpy_storage:NumpyStorage",
+        "torch": "src.data.torch_storage:TorchStorage",
+    },
+    on_register=_on_register,
+)
 
 
 def index_value(value: Any) -> str:
@@ -136,7 +147,19 @@ class Storage(abc.ABC):
     """
 
     format: ClassVar[str] = ""
+    #: Path suffixes of stores of this format (``detect_format`` on a new path).
     suffixes: ClassVar[tuple[str, ...]] = ()
+    #: The store's name inside a split directory (default ``data<first suffix>``).
+    store_name: ClassVar[str] = ""
+
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        """Whether the existing ``path`` holds a store of this format (cheap: no full open).
+
+        The default accepts a path with one of :attr:`suffixes`; backends
+        override it to look at the bytes on disk.
+        """
+        return path.suffix in cls.suffixes
 
     def __init__(
         self,
@@ -151,8 +174,8 @@ class Storage(abc.ABC):
         verify: bool = True,
         config: Mapping[str, Any] | None = None,
     ) -> None:
-        if codec is not None and codec not in CODECS:
-            raise ConfigError(f"unknown codec {codec!r}; must be one of {', '.join(CODECS)}")
+        if codec is not None:
+            CODECS.get(codec)  # ConfigError naming the choices
         if commit_every < 1:
             raise ConfigError(f"commit_every must be >= 1; got {commit_every}")
         self.path = Path(path)
@@ -511,20 +534,19 @@ class Storage(abc.ABC):
 # ---------------------------------------------------------------------------- registry
 
 
-def register_backend(name: str):
-    """Class decorator registering a :class:`Storage` subclass under ``name``."""
+def register_backend(name: str, *, replace: bool = False):
+    """Class decorator registering a :class:`Storage` subclass under ``name`` (see :data:`BACKENDS`).
 
-    def wrap(cls: type[Storage]) -> type[Storage]:
-        cls.format = name
-        _BACKENDS[name] = cls
-        return cls
-
-    return wrap
+    The class gets ``format = name``; ``open_storage(path, mode, format=name)``,
+    the config's ``output.format`` and ``preprocess.py --format`` accept it, and
+    :func:`detect_format` asks its :meth:`Storage.sniff`.
+    """
+    return BACKENDS.register(name, replace=replace)
 
 
 def backend_names() -> tuple[str, ...]:
-    """Names of every known store format."""
-    return tuple(_BACKEND_PATHS)
+    """Names of every known store format (nothing is imported)."""
+    return BACKENDS.names()
 
 
 def get_backend(name: str) -> type[Storage]:
@@ -533,46 +555,28 @@ def get_backend(name: str) -> type[Storage]:
     Raises:
         ConfigError: Unknown format name.
     """
-    if name not in _BACKEND_PATHS:
-        raise ConfigError(f"unknown storage format {name!r}; must be one of {', '.join(_BACKEND_PATHS)}")
-    if name not in _BACKENDS:
-        module, _, cls = _BACKEND_PATHS[name].partition(":")
-        _BACKENDS[name] = getattr(importlib.import_module(module), cls)
-    return _BACKENDS[name]
+    return BACKENDS.get(name)
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """Tell a store's format from what is on disk (or, for a new path, its name).
+    """Tell a store's format from what is on disk (or, for a new path, its suffix).
+
+    Every backend is asked in registration order (:meth:`Storage.sniff` on what
+    exists, then :attr:`Storage.suffixes` for a path that does not).
 
     Raises:
         StorageError: Nothing at ``path`` looks like a store.
     """
     p = Path(path)
-    if p.is_dir():
-        if (p / "data.mdb").exists():
-            return "lmdb"
-        index = p / "index.json"
-        if index.exists():
-            import json
-
-            try:
-                fmt = json.loads(index.read_text()).get("format")
-            except (OSError, ValueError) as exc:
-                raise StorageError(f"{p}: unreadable index.json: {exc}") from None
-            if fmt in _BACKEND_PATHS:
+    names = backend_names()
+    if p.exists():
+        for fmt in names:
+            if get_backend(fmt).sniff(p):
                 return fmt
-    elif p.is_file():
-        with open(p, "rb") as fh:
-            if fh.read(8) == b"\x89HDF\r\n\x1a\n":
-                return "hdf5"
-    for fmt, name in DEFAULT_STORE_NAMES.items():
-        if p.suffix == Path(name).suffix:
-            if p.exists() and fmt == "lmdb" and not (p / "data.mdb").exists():
-                break
+    for fmt in names:
+        if p.suffix and p.suffix in get_backend(fmt).suffixes:
             return fmt
-    if p.suffix in (".hdf5",):
-        return "hdf5"
-    raise StorageError(f"{p}: not a store of any known format ({', '.join(_BACKEND_PATHS)})" if p.exists() else f"{p}: no such store")
+    raise StorageError(f"{p}: not a store of any known format ({', '.join(names)})" if p.exists() else f"{p}: no such store")
 
 
 def open_storage(path: str | os.PathLike, mode: str = "r", format: str | None = None, **options: Any) -> Storage:

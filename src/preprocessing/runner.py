@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from src.config import Config, config_to_dict
-from src.data.file_index import atomic_write
+from src.data.fsio import atomic_write
 from src.data.storage import DEFAULT_STORE_NAMES, Storage, open_storage
 from src.datasets.catalog import Catalog, get_catalog
 from src.errors import IncompleteStoreError, StorageError
