@@ -12,7 +12,6 @@ import torch
 import torchvision.transforms as transforms
 from torch.utils.data import DistributedSampler
 
-from src.data import dataset as dataset_module
 from src.data.loaders import create_data_loader, create_train_val_loaders
 from src.data.samplers import BalancedSampler, EpochSampler
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, FrameTransform, LMDBDataTransform, RecyclingAllocator, normalize_clips
@@ -113,7 +112,9 @@ def test_audio_padding(store):
 
 def test_generic_storage_path_matches_lmdb_fast_path(store, monkeypatch):
     fast = all_batches(create_data_loader(store.path, batch_size=7, num_workers=2, shuffle=False))
-    monkeypatch.setattr(dataset_module, "_is_lmdb", lambda storage: False)  # any other format takes this path
+    from src.data.lmdb_storage import LMDBStorage
+
+    monkeypatch.setattr(LMDBStorage, "has_raw_records", False)  # a store without the capability takes this path
     generic = all_batches(create_data_loader(store.path, batch_size=7, num_workers=2, shuffle=False))
     for a, b in zip(fast, generic, strict=True):
         assert a["key"] == b["key"]

@@ -7,10 +7,11 @@
   sample (the per-sample path, for augmentation). It opens its store lazily in
   each process, so it crosses ``fork`` and ``spawn`` into DataLoader workers.
 * :meth:`ClipDataset.read_batch` reads a whole batch straight into one
-  preallocated buffer (the fast path). On an LMDB store each clip is copied
-  exactly once, from the memory map into its slot of the batch buffer, after the
-  record's header and xxh3 checksum are checked; other formats go through
-  ``Storage.retrieve_sample``. The per-clip work runs on an optional thread pool:
+  preallocated buffer (the fast path). On a store with the
+  :meth:`~src.data.storage.Storage.raw_records` capability (LMDB) each clip is
+  copied exactly once, from the store's buffer into its slot of the batch
+  buffer, by the record module's copy-and-verify kernel; other formats go
+  through ``Storage.retrieve_sample``. The per-clip work runs on an optional thread pool:
   LMDB reads, checksums and numpy copies release the GIL.
 
 Corrupt records follow ``on_error``: ``"raise"`` lets
@@ -31,10 +32,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import xxhash
 from torch.utils.data import Dataset
 
-from src.data.record import RecordHeader, decode_header, decode_sample
+from src.data.codecs import decode_array
+from src.data.record import RecordHeader, copy_payload_into, decode_header, raw_array
 from src.data.storage import Storage, open_storage
 from src.data.transforms import LMDBDataTransform, alloc_cpu, convert_clip_into
 from src.errors import ConfigError, CorruptSampleError, StorageError
@@ -346,13 +347,10 @@ class ClipDataset(Dataset):
         allocate = allocate or alloc_cpu
         keys = [self.keys[i] for i in indices]
         storage = self.storage
-        if _is_lmdb(storage):
-            db = storage._db(b"samples")  # noqa: SLF001 - documented fast path into LMDBStorage
-            if db is None:
-                raise StorageError(f"{self.db_path}: store has no samples database")
-            with storage._begin(db=db) as txn:  # noqa: SLF001
-                rows = [self._lmdb_row(key, txn.get(key.encode())) for key in keys]
-                # Every copy finishes inside the transaction: the buffers point into the map.
+        if storage.has_raw_records:
+            with storage.raw_records(keys) as bufs:
+                rows = [self._record_row(key, buf) for key, buf in zip(keys, bufs)]
+                # Every copy finishes inside the block: the buffers may point into a memory map.
                 return self._assemble(rows, allocate, pool, convert)
         rows = []
         for key in keys:
@@ -365,7 +363,7 @@ class ClipDataset(Dataset):
                 raise StorageError(f"{self.db_path}: sample {key!r} is no longer in the store") from None
         return self._assemble(rows, allocate, pool, convert)
 
-    def _lmdb_row(self, key: str, buf: Any) -> _Row:
+    def _record_row(self, key: str, buf: Any) -> _Row:
         if buf is None:
             raise StorageError(f"{self.db_path}: sample {key!r} is no longer in the store")
         try:
@@ -437,17 +435,14 @@ class ClipDataset(Dataset):
             header = row.header
             payload = memoryview(row.buf)[header.payload_offset :]
             spec = header.arrays["data"]
-            if spec.codec == "raw" and spec.length == spec.nbytes and dst.flags.c_contiguous:
-                # One pass over the map: each chunk is copied, then hashed while still in cache.
-                hasher = xxhash.xxh3_64() if self.verify else None
-                _copy_hashing(payload, spec, dst, convert, hasher)
-                if hasher is not None and hasher.intdigest() != header.digest:
-                    raise CorruptSampleError(row.key, "payload checksum mismatch")
+            direct = spec.codec == "raw" and dst.flags.c_contiguous
+            # One pass over the stored bytes: each piece is copied (or converted), then hashed while in cache.
+            copy_payload_into(payload, header, row.key, {"data": dst} if direct else None, affine=convert, verify=self.verify)
+            if direct:
+                convert = None
             else:
-                if self.verify and xxhash.xxh3_64_intdigest(payload) != header.digest:
-                    raise CorruptSampleError(row.key, "payload checksum mismatch")
-                clip = _raw_array(payload, header, "data", row)
-            audio = _raw_array(payload, header, "audio", row) if "audio" in header.arrays else None
+                clip = _array(payload, header, "data", row)
+            audio = _array(payload, header, "audio", row) if "audio" in header.arrays else None
         else:
             assert row.sample is not None  # generic rows always carry their decoded sample
             clip = np.asarray(row.sample["data"])
@@ -466,57 +461,12 @@ class ClipDataset(Dataset):
             audio_dst[n:] = 0.0
 
 
-_CHUNK_BYTES = 512 * 1024
-
-
-def _copy_hashing(payload: memoryview, spec: Any, dst: np.ndarray, convert: tuple[np.ndarray, np.ndarray] | None, hasher: Any) -> None:
-    """Copy (or convert) a raw clip from ``payload`` into ``dst``, feeding the whole payload to ``hasher`` in order."""
-    region = payload[spec.offset : spec.offset + spec.length]
-    src = np.frombuffer(region, dtype=np.dtype(spec.dtype)).reshape(spec.shape)
-    if hasher is not None:
-        hasher.update(payload[: spec.offset])
-    if convert is not None and src.ndim >= 3:
-        scale, shift = convert
-        frames = src.shape[1]
-        plane_bytes = spec.length // (src.shape[0] * frames) if src.size else 0
-        for c in range(src.shape[0]):
-            for t in range(frames):
-                plane = dst[c, t]
-                np.multiply(src[c, t], scale[c], out=plane, casting="unsafe")
-                np.add(plane, shift[c], out=plane)
-                if hasher is not None:
-                    p = c * frames + t
-                    hasher.update(region[p * plane_bytes : (p + 1) * plane_bytes])
-    elif convert is not None:
-        convert_clip_into(dst, src, convert[0], convert[1])
-        if hasher is not None:
-            hasher.update(region)
-    else:
-        flat_src, flat_dst = src.reshape(-1), dst.reshape(-1)
-        step = max(1, _CHUNK_BYTES // max(1, src.itemsize))
-        for a in range(0, flat_src.size, step):
-            np.copyto(flat_dst[a : a + step], flat_src[a : a + step], casting="unsafe")
-            if hasher is not None:
-                hasher.update(region[a * src.itemsize : (a + step) * src.itemsize])
-    if hasher is not None:
-        hasher.update(payload[spec.offset + spec.length :])
-
-
-def _is_lmdb(storage: Storage) -> bool:
-    from src.data.lmdb_storage import LMDBStorage
-
-    return isinstance(storage, LMDBStorage)
-
-
-def _raw_array(payload: memoryview, header: RecordHeader, name: str, row: _Row) -> np.ndarray:
+def _array(payload: memoryview, header: RecordHeader, name: str, row: _Row) -> np.ndarray:
+    """Array ``name`` of a record whose digest was already checked (raw: a view; else decoded)."""
     spec = header.arrays[name]
-    if spec.codec != "raw":  # compressed: decode through the record module (checksum already checked)
-        if row.sample is None:
-            row.sample = decode_sample(row.buf, row.key, verify=False, copy=False)
-        return np.asarray(row.sample[name])
-    if spec.length != spec.nbytes:
-        raise CorruptSampleError(row.key, f"array {name!r}: {spec.length} bytes stored, shape {spec.shape} needs {spec.nbytes}")
-    return np.frombuffer(payload[spec.offset : spec.offset + spec.length], dtype=np.dtype(spec.dtype)).reshape(spec.shape)
+    if spec.codec == "raw":
+        return raw_array(payload, spec, row.key)
+    return decode_array(payload[spec.offset : spec.offset + spec.length], spec, row.key)
 
 
 def _clip_layout(row: _Row) -> tuple[tuple[int, ...], np.dtype]:

@@ -38,8 +38,6 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import numpy as np
-
 from src.data.fsio import TMP_SUFFIX as _TMP_SUFFIX
 from src.data.fsio import acquire_writer_lock, atomic_write, fsync_dir
 from src.data.postings import PostingsIndex

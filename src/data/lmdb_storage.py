@@ -21,13 +21,14 @@ environment in the new process and never touches the parent's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import lmdb
 
@@ -290,31 +291,33 @@ class LMDBStorage(Storage):
                     raise CorruptSampleError(repr(bytes(raw)), "sample key is not UTF-8 (not written by this project)") from None
             return keys
 
-    def _get(self, key: str, verify: bool) -> dict[str, Any] | None:
+    has_raw_records = True
+
+    @contextlib.contextmanager
+    def raw_records(self, keys: Sequence[str]) -> Iterator[list[memoryview | None]]:
+        """The records of ``keys`` as buffers into the memory map, in one read transaction.
+
+        The buffers are valid only inside the ``with`` block.
+        """
+        self._check_open()
+        self.flush_if_writable()
         db = self._db(_SAMPLES)
         if db is None:
-            return None
+            yield [None] * len(keys)
+            return
         with self._begin(db=db) as txn:
-            buf = txn.get(key.encode())
-            if buf is None:
-                return None
-            return decode_sample(buf, key, verify=verify, copy=True)
+            yield [txn.get(key.encode()) for key in keys]
+
+    def _get(self, key: str, verify: bool) -> dict[str, Any] | None:
+        with self.raw_records([key]) as (buf,):
+            return None if buf is None else decode_sample(buf, key, verify=verify, copy=True)
 
     def retrieve_batch(self, keys: Iterable[str], *, verify: bool | None = None) -> list[dict[str, Any] | None]:
         """Load several samples in one read transaction; ``None`` for each missing key."""
-        self._check_open()
-        self.flush_if_writable()
         v = self.verify if verify is None else verify
-        db = self._db(_SAMPLES)
         keys = list(keys)
-        if db is None:
-            return [None] * len(keys)
-        out: list[dict[str, Any] | None] = []
-        with self._begin(db=db) as txn:
-            for key in keys:
-                buf = txn.get(key.encode())
-                out.append(None if buf is None else decode_sample(buf, key, verify=v, copy=True))
-        return out
+        with self.raw_records(keys) as bufs:
+            return [None if buf is None else decode_sample(buf, key, verify=v, copy=True) for key, buf in zip(keys, bufs)]
 
     def reader_check(self) -> int:
         """Clear reader-table slots left by processes that died; return how many were cleared."""
@@ -328,11 +331,7 @@ class LMDBStorage(Storage):
             KeyError: Missing key.
             CorruptSampleError: Damaged header.
         """
-        self._check_open()
-        self.flush_if_writable()
-        db = self._db(_SAMPLES)
-        with self._begin(db=db) as txn:
-            buf = txn.get(key.encode()) if db is not None else None
+        with self.raw_records([key]) as (buf,):
             if buf is None:
                 raise KeyError(key)
             header = decode_header(buf, key)
@@ -344,10 +343,7 @@ class LMDBStorage(Storage):
         Raises:
             KeyError: Missing key.
         """
-        self._check_open()
-        db = self._db(_SAMPLES)
-        with self._begin(db=db) as txn:
-            buf = txn.get(key.encode()) if db is not None else None
+        with self.raw_records([key]) as (buf,):
             if buf is None:
                 raise KeyError(key)
             return bytes(buf)

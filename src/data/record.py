@@ -26,7 +26,6 @@ them. Verified ``raw`` reads go through :func:`~src.data.codecs.copy_hashing`.
 from __future__ import annotations
 
 import functools
-import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -59,8 +58,8 @@ __all__ = [
     "encode_sample",
     "decode_sample",
     "decode_header",
+    "copy_payload_into",
     "raw_array",
-    "verify_payload",
     "encode_array",
     "decode_array",
     "check_array",
@@ -352,15 +351,31 @@ def raw_array(payload: memoryview, spec: ArraySpec, key: str | None) -> np.ndarr
     return get_codec("raw").decode(payload[spec.offset : spec.offset + spec.length], spec, key, False)
 
 
-def verify_payload(payload: memoryview, header: RecordHeader, key: str | None, fills: Mapping[str, np.ndarray] | None = None, affine: Any = None) -> None:
-    """Check the payload digest, copying the ``raw`` arrays named in ``fills`` on the way.
+def copy_payload_into(
+    payload: memoryview,
+    header: RecordHeader,
+    key: str | None,
+    fills: Mapping[str, np.ndarray] | None = None,
+    *,
+    affine: Any = None,
+    verify: bool = True,
+) -> None:
+    """Copy the ``raw`` arrays named in ``fills`` out of a payload, checking its digest on the way.
 
     The one copy-and-verify path of every record read: each array in ``fills``
     (name -> C-contiguous destination) is copied (or, with ``affine``
     ``(scale, shift)`` for ``data``, converted to float32) in cache-sized
     pieces that are hashed while still in cache; the bytes between them are
     hashed from the source. So the check covers exactly the bytes returned and
-    costs little more than the copy itself.
+    costs little more than the copy itself. With ``verify=False`` it only copies.
+
+    Args:
+        payload: The record's payload (after the header).
+        header: The record's decoded header.
+        key: Sample key for error messages.
+        fills: ``{array name: destination}`` for ``raw`` arrays.
+        affine: Per-channel ``(scale, shift)`` applied to ``data``.
+        verify: Check the digest over the whole payload.
 
     Raises:
         CorruptSampleError: Bad stored lengths, or a digest mismatch (the
@@ -373,6 +388,10 @@ def verify_payload(payload: memoryview, header: RecordHeader, key: str | None, f
             raise CorruptSampleError(key, f"array {name!r}: {spec.length} bytes stored, shape {spec.shape} needs {spec.nbytes}")
         targets.append((spec.offset, spec, dst))
     targets.sort(key=lambda t: t[0])
+    if not verify:
+        for lo, spec, dst in targets:
+            copy_hashing(payload[lo : lo + spec.length], spec, dst, None, affine if spec.name == "data" else None)
+        return
     if any(b[0] < a[0] + a[1].length for a, b in zip(targets, targets[1:])):
         # Overlapping arrays (a hostile header): copy, then hash the source as a whole.
         for _, spec, dst in targets:
@@ -393,7 +412,7 @@ def verify_payload(payload: memoryview, header: RecordHeader, key: str | None, f
 
 
 def _copy_verified(payload: memoryview, header: RecordHeader, wanted: Mapping[str, ArraySpec], key: str | None) -> dict[str, np.ndarray]:
-    """Copy the wanted ``raw`` arrays out of ``payload`` and verify the digest (see :func:`verify_payload`)."""
+    """Copy the wanted ``raw`` arrays out of ``payload`` and verify the digest (see :func:`copy_payload_into`)."""
     out = {name: np.empty(spec.shape, dtype=np.dtype(spec.dtype)) for name, spec in wanted.items() if spec.codec == "raw"}
-    verify_payload(payload, header, key, out)
+    copy_payload_into(payload, header, key, out)
     return out

@@ -23,8 +23,9 @@ import abc
 import datetime as _dt
 import logging
 import os
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator, Mapping
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -422,6 +423,26 @@ class Storage(abc.ABC):
         self.flush_if_writable()
         v = self.verify if verify is None else verify
         return [self._get(k, v) for k in keys]
+
+    #: Whether :meth:`raw_records` is implemented (records kept as one contiguous buffer each).
+    has_raw_records: ClassVar[bool] = False
+
+    def raw_records(self, keys: Sequence[str]) -> AbstractContextManager[list[memoryview | None]]:
+        """The encoded records of ``keys`` (see :mod:`src.data.record`), all read in one snapshot.
+
+        A capability for zero-copy batch readers: the buffers are valid only
+        inside the ``with`` block (for LMDB they point into the memory map,
+        inside one read transaction). ``None`` stands for a missing key.
+        Backends that do not keep records (``has_raw_records`` False) raise.
+
+        Example:
+            >>> with store.raw_records(["sample_000001"]) as (buf,):
+            ...     header = decode_header(buf)
+
+        Raises:
+            NotImplementedError: The backend keeps no encoded records.
+        """
+        raise NotImplementedError(f"{type(self).__name__} keeps no encoded records; use retrieve_batch")
 
     def query(self, **field_values: Any) -> list[str]:
         """Keys whose indexed fields equal all the given values (no clip is decoded).
