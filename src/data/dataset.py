@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from src.data.batch import Normalizer, RawBatch
 from src.data.codecs import decode_array
 from src.data.record import RecordHeader, copy_payload_into, decode_header, raw_array
 from src.data.storage import Storage, open_storage
@@ -54,7 +55,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ON_ERROR_POLICIES = ("raise", "skip")
-Allocator = Callable[[tuple[int, ...], torch.dtype], torch.Tensor]
+Allocator = Callable[[Sequence[int], torch.dtype], torch.Tensor]  # as src.data.memory.Allocator
 
 
 # ----------------------------------------------------------------------------- queries
@@ -320,8 +321,8 @@ class ClipDataset(Dataset):
         allocate: Allocator | None = None,
         *,
         pool: Executor | None = None,
-        convert: Any = None,
-    ) -> dict[str, Any]:
+        convert: Normalizer | None = None,
+    ) -> RawBatch:
         """Read the samples ``indices`` into one batch without any transform.
 
         Args:
@@ -330,15 +331,16 @@ class ClipDataset(Dataset):
                 buffers (pinned, shared or huge-page memory); default
                 :func:`~src.data.transforms.alloc_cpu`.
             pool: Thread pool for the per-clip checks and copies (else inline).
-            convert: An object with ``coefficients(channels, integer) -> (scale, shift)``
-                (the loader's normaliser): write float32 ``clip * scale + shift``
-                per channel instead of copying the stored dtype.
+            convert: A :class:`~src.data.batch.Normalizer` (the loader's): write
+                float32 ``clip * scale + shift`` per channel instead of copying
+                the stored dtype; the batch is then marked ``normalized``.
 
         Returns:
-            ``{"data": (B, C, T, H, W), "label": int64 (B,), "key": [...],
-            "metadata": [...], "_skipped": [(key, reason), ...]}`` plus
-            ``"audio"`` float32 ``(B, 1, samples)`` zero-padded and
-            ``"audio_lengths"`` int64 ``(B,)`` when the samples have audio.
+            A :class:`~src.data.batch.RawBatch`: ``data`` ``(B, C, T, H, W)``,
+            ``label`` int64 ``(B,)``, ``keys``, ``metadata``, ``skipped``
+            ``[(key, reason), ...]``, plus ``audio`` float32 ``(B, 1, samples)``
+            zero-padded and ``audio_lengths`` int64 ``(B,)`` when the samples
+            have audio. :meth:`~src.data.batch.RawBatch.as_dict` gives the spec's dict.
 
         Raises:
             CorruptSampleError: A damaged record under ``on_error="raise"``.
@@ -374,9 +376,9 @@ class ClipDataset(Dataset):
             return _Row(key, error=exc)
         return _Row(key, header.label, header.metadata, buf=buf, header=header)
 
-    def _assemble(self, rows: list[_Row], allocate: Allocator, pool: Executor | None, convert: Any) -> dict[str, Any]:
+    def _assemble(self, rows: list[_Row], allocate: Allocator, pool: Executor | None, convert: Normalizer | None) -> RawBatch:
         good = [r for r in rows if r.error is None]
-        batch: dict[str, Any] = {}
+        batch = RawBatch(normalized=convert is not None)
         if good:
             shape, dtype = _clip_layout(good[0])
             for row in good[1:]:
@@ -413,19 +415,19 @@ class ClipDataset(Dataset):
             if len(keep) < len(good):
                 data, audio, lengths = _compact(data, audio, lengths, keep)
                 good = [good[i] for i in keep]
-            batch["data"] = data
+            batch.data = data
             if audio is not None:
-                batch["audio"] = audio
-                batch["audio_lengths"] = torch.tensor(lengths, dtype=torch.int64)
+                batch.audio = audio
+                batch.audio_lengths = torch.tensor(lengths, dtype=torch.int64)
         failed = [r for r in rows if r.error is not None]
         if failed and self.on_error == "raise":
             raise failed[0].error  # type: ignore[misc]
         for row in failed:
             logger.warning("skipping corrupt sample %r: %s", row.key, row.error.reason)  # type: ignore[union-attr]
-        batch["label"] = torch.tensor([r.label for r in good], dtype=torch.int64)
-        batch["key"] = [r.key for r in good]
-        batch["metadata"] = [r.metadata for r in good]
-        batch["_skipped"] = [(r.key, r.error.reason) for r in failed]  # type: ignore[union-attr]
+        batch.label = torch.tensor([r.label for r in good], dtype=torch.int64)
+        batch.keys = [r.key for r in good]
+        batch.metadata = [r.metadata for r in good]
+        batch.skipped = [(r.key, r.error.reason) for r in failed]  # type: ignore[union-attr]
         return batch
 
     def _fill(self, row: _Row, dst: np.ndarray, audio_dst: np.ndarray | None, convert: tuple[np.ndarray, np.ndarray] | None) -> None:

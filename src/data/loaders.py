@@ -3,7 +3,8 @@
 A batch is a dict::
 
     data           float32 (batch, channels, frames, height, width) on the target
-                   device, normalised ((x - mean) / std, ImageNet's by default)
+                   device, normalised ((x - mean) / std; the store's recorded
+                   ``loader:`` mean/std, else ImageNet's)
     label          int64 (batch,)
     audio          float32 (batch, 1, samples), zero-padded (when the store has audio)
     audio_lengths  int64 (batch,)                           (when the store has audio)
@@ -29,43 +30,42 @@ Two paths, chosen by whether a per-sample ``transform`` is given:
 Each iteration is one epoch. Order is seeded: epoch ``e`` uses ``seed + e``;
 ``set_epoch(e)`` picks the next epoch explicitly (as with ``DistributedSampler``),
 otherwise each new iteration advances the epoch by one.
+
+This module is the facade and the wiring; the parts live in their own modules:
+:mod:`src.data.loader_options` (options, normalisation precedence),
+:mod:`src.data.memory` (allocators, pinned ring), :mod:`src.data.prefetch`
+(the thread pipeline) and :mod:`src.data.batch` (the internal batch object).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from src.data.batch import RawBatch
 from src.data.dataset import ClipDataset, SkippedSample
+from src.data.loader_options import LOADER_OPTIONS, TRAIN_ONLY_OPTIONS, WORKER_TYPES, LoaderOptions, resolve_normalization
+from src.data.memory import PinnedRing, RecyclingAllocator, worker_alloc
+from src.data.prefetch import prefetch
 from src.data.samplers import BalancedSampler, EpochSampler
-from src.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    BatchFinisher,
-    ClipAugmentation,
-    LMDBDataTransform,
-    RecyclingAllocator,
-    alloc_cpu,
-    resolve_device,
-)
+from src.data.transforms import BatchFinisher, ClipAugmentation, LMDBDataTransform, resolve_device
 from src.errors import ConfigError, CorruptSampleError, StorageError
 
 __all__ = [
     "LOADER_OPTIONS",
     "WORKER_TYPES",
     "ClipLoader",
+    "LoaderOptions",
     "LoaderStats",
+    "RawBatch",
     "collate_samples",
     "create_data_loader",
     "create_train_val_loaders",
@@ -74,37 +74,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-WORKER_TYPES = ("auto", "thread", "process")
-
-#: Every option ``create_data_loader`` accepts through ``**options``, with its default.
-LOADER_OPTIONS: dict[str, Any] = {
-    "seed": 0,
-    "drop_last": False,
-    "balanced": False,
-    "num_samples": None,
-    "keys": None,
-    "labels": None,
-    "categories": None,
-    "methods": None,
-    "exclude_methods": None,
-    "on_error": "raise",
-    "verify": None,
-    "worker_type": "auto",
-    "persistent_workers": False,
-    "multiprocessing_context": None,
-    "prefetch": 2,
-    "pin_memory": None,
-    "timeout": 0.0,
-    "mean": None,
-    "std": None,
-    "normalize": None,
-    "rank": None,
-    "world_size": None,
-    "storage_options": None,
-}
-
-# Options that make no sense for a validation loader; create_train_val_loaders keeps them to training.
-_TRAIN_ONLY = ("balanced", "num_samples", "drop_last")
+# Kept for code written against the single-module loader.
+_PinnedRing = PinnedRing
+_TRAIN_ONLY = TRAIN_ONLY_OPTIONS
 
 
 def default_num_workers() -> int:
@@ -133,126 +105,59 @@ class LoaderStats:
     skipped_keys: list[str] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------- allocation
-
-
-def _shared_alloc(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """A tensor in shared memory, so a worker hands it over without another copy."""
-    shape = tuple(int(s) for s in shape)
-    numel = int(np.prod(shape, dtype=np.int64))
-    elem = torch.empty(0, dtype=dtype)
-    storage = elem._typed_storage()._new_shared(numel, device=elem.device)  # as default_collate does
-    return elem.new(storage).resize_(shape)
-
-
-def _worker_alloc(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    return _shared_alloc(shape, dtype) if get_worker_info() is not None else alloc_cpu(shape, dtype)
-
-
-class _PinnedRing:
-    """Reusable pinned staging buffers for CUDA batches; a slot is reused only after its copy ran."""
-
-    def __init__(self, slots: int, device: torch.device, pin: bool = True) -> None:
-        self.device = device
-        self.pin = pin
-        self._free: queue.Queue = queue.Queue()
-        self._buffers: list[list[torch.Tensor]] = [[] for _ in range(slots)]
-        for i in range(slots):
-            self._free.put((i, None))
-
-    def acquire(self, stop: threading.Event | None = None) -> int | None:
-        """Wait for a free slot (None when ``stop`` is set first)."""
-        while True:
-            try:
-                slot, event = self._free.get(timeout=0.1)
-            except queue.Empty:
-                if stop is not None and stop.is_set():
-                    return None
-                continue
-            if event is not None:
-                event.synchronize()
-            return slot
-
-    def release(self, slot: int, after_copy: bool) -> None:
-        """Give ``slot`` back; with ``after_copy`` it is reused only once the queued copies are done."""
-        event = None
-        if after_copy and self.device.type == "cuda":
-            event = torch.cuda.Event()
-            event.record(torch.cuda.current_stream(self.device))  # the stream the copies were queued on
-        self._free.put((slot, event))
-
-    def allocator(self, slot: int) -> Callable[[Sequence[int], torch.dtype], torch.Tensor]:
-        """An allocator handing out this slot's buffers in call order, grown as needed."""
-        buffers = self._buffers[slot]
-        calls = [0]
-
-        def allocate(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-            i = calls[0]
-            calls[0] += 1
-            shape = tuple(int(s) for s in shape)
-            nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
-            if i >= len(buffers):
-                buffers.append(torch.empty(0, dtype=torch.uint8))
-            if buffers[i].numel() < nbytes:
-                buffers[i] = torch.empty(max(nbytes, 1), dtype=torch.uint8, pin_memory=self.pin)
-            return buffers[i][:nbytes].view(dtype).view(shape)
-
-        return allocate
-
-
 # ----------------------------------------------------------------------------- collation
 
 
-def collate_samples(samples: Sequence[Any]) -> dict[str, Any]:
-    """Collate transformed samples into a batch; :class:`SkippedSample` entries are left out.
+def collate_samples(samples: Sequence[Any]) -> RawBatch:
+    """Collate transformed samples into a :class:`~src.data.batch.RawBatch`; :class:`SkippedSample` entries are left out.
 
     Clips are stacked as they come (``uint8`` stays ``uint8``); inside a
     DataLoader worker the batch is built in shared memory directly. Audio is
     zero-padded to the longest clip. Other tensor fields are stacked when they
-    share a shape, other values are gathered in lists.
+    share a shape, other values are gathered in lists (``RawBatch.extra``).
+    :meth:`RawBatch.as_dict <src.data.batch.RawBatch.as_dict>` gives the batch dict.
 
     Raises:
         StorageError: Clips of different shapes or dtypes in one batch.
     """
     skipped = [(s.key, s.reason) for s in samples if isinstance(s, SkippedSample) and not s.error]
     errors = [(s.key, s.reason) for s in samples if isinstance(s, SkippedSample) and s.error]
-    samples = [s for s in samples if not isinstance(s, SkippedSample)]
-    batch: dict[str, Any] = {"key": [s.get("key") for s in samples], "metadata": [s.get("metadata", {}) for s in samples], "_skipped": skipped}
     if errors:
-        return {"key": [], "_errors": errors}
+        return RawBatch.failure(errors)
+    samples = [s for s in samples if not isinstance(s, SkippedSample)]
+    batch = RawBatch(keys=[s.get("key") for s in samples], metadata=[s.get("metadata", {}) for s in samples], skipped=skipped)
     if not samples:
-        batch["label"] = torch.empty(0, dtype=torch.int64)
         return batch
     clips = [s["data"] if isinstance(s["data"], torch.Tensor) else torch.as_tensor(s["data"]) for s in samples]
     first = clips[0]
-    for key, clip in zip(batch["key"], clips):
+    for key, clip in zip(batch.keys, clips):
         if clip.shape != first.shape or clip.dtype != first.dtype:
             raise StorageError(
-                f"clips in one batch differ: {batch['key'][0]!r} is {first.dtype} {tuple(first.shape)}, {key!r} is "
+                f"clips in one batch differ: {batch.keys[0]!r} is {first.dtype} {tuple(first.shape)}, {key!r} is "
                 f"{clip.dtype} {tuple(clip.shape)}; make the transform return one shape"
             )
-    data = _worker_alloc((len(clips),) + tuple(first.shape), first.dtype)
+    data = worker_alloc((len(clips),) + tuple(first.shape), first.dtype)
     torch.stack(clips, out=data)
-    batch["data"] = data
-    batch["label"] = torch.tensor([int(s["label"]) for s in samples], dtype=torch.int64)
+    batch.data = data
+    batch.label = torch.tensor([int(s["label"]) for s in samples], dtype=torch.int64)
     audios = [s.get("audio") for s in samples]
     if any(a is not None for a in audios):
         lengths = [0 if a is None else int(a.numel()) for a in audios]
-        audio = _worker_alloc((len(samples), 1, max(lengths)), torch.float32)
+        audio = worker_alloc((len(samples), 1, max(lengths)), torch.float32)
         audio.zero_()
         for i, a in enumerate(audios):
             if a is not None:
                 audio[i, 0, : lengths[i]] = a.reshape(-1)
-        batch["audio"] = audio
-        batch["audio_lengths"] = torch.tensor(lengths, dtype=torch.int64)
+        batch.audio = audio
+        batch.audio_lengths = torch.tensor(lengths, dtype=torch.int64)
     for name in samples[0]:
-        if name in batch or name in ("data", "label", "audio"):
+        if name in ("data", "label", "audio", "audio_lengths", "key", "metadata"):
             continue
         values = [s.get(name) for s in samples]
         if all(isinstance(v, torch.Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
-            batch[name] = torch.stack(values)
+            batch.extra[name] = torch.stack(values)
         else:
-            batch[name] = values
+            batch.extra[name] = values
     return batch
 
 
@@ -274,14 +179,14 @@ class _BatchView(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int) -> RawBatch:
         return self.__getitems__([index])
 
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, Any]:
+    def __getitems__(self, indices: Sequence[int]) -> RawBatch:
         try:
-            return self.dataset.read_batch(list(indices), _worker_alloc)
+            return self.dataset.read_batch(list(indices), worker_alloc)
         except CorruptSampleError as exc:
-            return {"key": [], "_errors": [(exc.key, exc.reason)]}
+            return RawBatch.failure([(exc.key, exc.reason)])
 
 
 class _SampleView(Dataset):
@@ -301,15 +206,6 @@ class _SampleView(Dataset):
 
 
 # ----------------------------------------------------------------------------- loader
-
-
-class _End:
-    pass
-
-
-@dataclass
-class _Failure:
-    exc: BaseException
 
 
 class ClipLoader:
@@ -361,7 +257,7 @@ class ClipLoader:
         self.epoch: int | None = None
         self._next_epoch = 0
         self._pool: ThreadPoolExecutor | None = None
-        self._ring: _PinnedRing | None = None
+        self._ring: PinnedRing | None = None
         self._allocate = RecyclingAllocator(prefetch + 3)  # batch buffers: in flight, queued, held by the caller
         self._batch_sampler = BatchSampler(sampler, batch_size, drop_last)
         self._dataloader: DataLoader | None = None
@@ -403,7 +299,7 @@ class ClipLoader:
             # Worker processes open the store themselves: drop this process's handle first so a
             # forked worker does not inherit an open environment (LMDB forbids using one across fork).
             self.dataset.close()
-            source: Iterator[dict[str, Any]] = iter(self._dataloader)
+            source: Iterator[RawBatch] = iter(self._dataloader)
         else:
             source = self._thread_batches(list(self._batch_sampler))
         try:
@@ -447,29 +343,35 @@ class ClipLoader:
 
     # ------------------------------------------------------------------ finishing
 
-    def _finish(self, batch: dict[str, Any]) -> dict[str, Any] | None:
-        errors = batch.pop("_errors", ())
-        if errors:
-            raise CorruptSampleError(*errors[0])
-        skipped = batch.pop("_skipped", ())
-        slot = batch.pop("_slot", None)
-        normalized = batch.pop("_normalized", False)
-        for key, reason in skipped:
+    def _finish(self, raw: RawBatch) -> dict[str, Any] | None:
+        """Account for skipped samples, then unwrap ``raw`` into the user's dict and finish it on the device.
+
+        The only place a :class:`~src.data.batch.RawBatch` becomes a batch dict:
+        its bookkeeping (skips, errors, staging slot) stays here.
+        """
+        if raw.errors:
+            self._release(raw, after_copy=False)
+            raise CorruptSampleError(*raw.errors[0])
+        for key, reason in raw.skipped:
             self.stats.skipped += 1
             self.stats.skipped_keys.append(key)
             logger.warning("skipped corrupt sample %r (%s); %d skipped so far", key, reason, self.stats.skipped)
-        if not batch.get("key"):
-            if slot is not None and self._ring is not None:
-                self._ring.release(slot, after_copy=False)
+        if not raw.keys:
+            self._release(raw, after_copy=False)
             return None
         try:
-            batch = self.finisher(batch, normalized=normalized)
+            batch = self.finisher(raw.as_dict(), normalized=raw.normalized)
         finally:
-            if slot is not None and self._ring is not None:
-                self._ring.release(slot, after_copy=True)
+            self._release(raw, after_copy=True)
         self.stats.batches += 1
         self.stats.samples += len(batch["key"])
         return batch
+
+    def _release(self, raw: RawBatch, after_copy: bool) -> None:
+        """Hand ``raw``'s staging slot back (once; a no-op without one)."""
+        if raw.slot is not None and self._ring is not None:
+            self._ring.release(raw.slot, after_copy=after_copy)
+        raw.slot = None
 
     # ------------------------------------------------------------------ thread path
 
@@ -478,10 +380,10 @@ class ClipLoader:
             self._pool = ThreadPoolExecutor(max_workers=self.num_workers, thread_name_prefix="clip-reader")
         if self.pin_memory and self.device.type == "cuda" and not self.per_sample and self._ring is None:
             # Staging buffers are reused, which is safe only because the batch then moves to the GPU.
-            self._ring = _PinnedRing(self.prefetch + 3, self.device)
+            self._ring = PinnedRing(self.prefetch + 3, self.device)
         return self._pool
 
-    def _produce(self, indices: list[int], stop: threading.Event | None = None) -> dict[str, Any] | None:
+    def _produce(self, indices: list[int], stop: threading.Event | None = None) -> RawBatch | None:
         pool = self._ensure_pool()
         if self.per_sample:
             samples = list(pool.map(self.dataset.__getitem__, indices)) if pool is not None else [self.dataset[i] for i in indices]
@@ -495,14 +397,12 @@ class ClipLoader:
             except BaseException:
                 self._ring.release(slot, after_copy=False)
                 raise
-            batch["_slot"] = slot
+            batch.slot = slot
             return batch
         convert = self.finisher.affine if self._convert_in_reader else None
-        batch = self.dataset.read_batch(indices, self._allocate, pool=pool, convert=convert)
-        batch["_normalized"] = convert is not None
-        return batch
+        return self.dataset.read_batch(indices, self._allocate, pool=pool, convert=convert)
 
-    def _thread_batches(self, batches: list[list[int]]) -> Iterator[dict[str, Any]]:
+    def _thread_batches(self, batches: list[list[int]]) -> Iterator[RawBatch]:
         if self.num_workers == 0:
             for indices in batches:
                 batch = self._produce(indices)
@@ -510,78 +410,76 @@ class ClipLoader:
                     yield batch
             return
         self._ensure_pool()
-        out: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
-        stop = threading.Event()
-
-        def put(item: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def produce_all() -> None:
-            try:
-                for indices in batches:
-                    if stop.is_set():
-                        return
-                    batch = self._produce(indices, stop)
-                    if batch is None or not put(batch):
-                        if batch is not None:
-                            self._drop(batch)
-                        return
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                put(_Failure(exc))
-            finally:
-                put(_End())
-
-        producer = threading.Thread(target=produce_all, name="clip-loader-producer", daemon=True)
-        producer.start()
-        try:
-            while True:
-                item = out.get()
-                if isinstance(item, _End):
-                    break
-                if isinstance(item, _Failure):
-                    raise item.exc
-                yield item
-        finally:
-            stop.set()
-            producer.join()
-            while True:
-                try:
-                    item = out.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(item, dict):
-                    self._drop(item)
-
-    def _drop(self, batch: dict[str, Any]) -> None:
-        slot = batch.pop("_slot", None)
-        if slot is not None and self._ring is not None:
-            self._ring.release(slot, after_copy=False)
+        yield from prefetch(
+            batches,
+            self._produce,
+            depth=self.prefetch,
+            drop=lambda batch: self._release(batch, after_copy=False),
+            name="clip-loader-producer",
+        )
 
 
 # ----------------------------------------------------------------------------- builders
 
 
-def _check_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(LOADER_OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown loader option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(LOADER_OPTIONS)}")
-    opts = {**LOADER_OPTIONS, **options}
-    if opts["worker_type"] not in WORKER_TYPES:
-        raise ConfigError(f"invalid worker_type {opts['worker_type']!r}; must be one of {', '.join(WORKER_TYPES)}")
-    if not isinstance(opts["prefetch"], int) or opts["prefetch"] < 1:
-        raise ConfigError(f"prefetch must be an int >= 1; got {opts['prefetch']!r}")
-    ctx = opts["multiprocessing_context"]
-    if isinstance(ctx, str) and ctx not in multiprocessing.get_all_start_methods():
-        raise ConfigError(f"invalid multiprocessing_context {ctx!r}; must be one of {', '.join(multiprocessing.get_all_start_methods())}")
-    if opts["timeout"] < 0:
-        raise ConfigError(f"timeout must be >= 0; got {opts['timeout']!r}")
-    return opts
+def _check_counts(batch_size: Any, num_workers: Any) -> int:
+    """Check ``batch_size`` and ``num_workers``; returns the resolved ``num_workers``."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an int >= 1; got {batch_size!r}")
+    if num_workers is None:
+        num_workers = default_num_workers()
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise ConfigError(f"num_workers must be an int >= 0; got {num_workers!r}")
+    return num_workers
+
+
+def _transform_and_device(transform: Any, target_device: str | torch.device | None) -> tuple[LMDBDataTransform | None, torch.device]:
+    """Wrap a plain callable as a :class:`ClipAugmentation`; pick the device (argument, else the transform's, else CPU)."""
+    if transform is not None and not isinstance(transform, LMDBDataTransform):
+        if not callable(transform):
+            raise ConfigError(f"transform must be an LMDBDataTransform or a callable on clip tensors; got {transform!r}")
+        transform = ClipAugmentation(transform, target_device if target_device is not None else "cpu")
+    if target_device is None:
+        return transform, transform.device if transform is not None else torch.device("cpu")
+    device = resolve_device(target_device)
+    if transform is not None and transform.device != device:
+        logger.info("loader target_device %s overrides the transform's %s", device, transform.device)
+    return transform, device
+
+
+def _worker_policy(opts: LoaderOptions, per_sample: bool, num_workers: int, device: torch.device) -> tuple[str, bool]:
+    """``(worker_type, pin_memory)``: threads for whole batches, processes for per-sample transforms."""
+    worker_type = opts.worker_type
+    if worker_type == "auto":
+        worker_type = "process" if per_sample else "thread"
+    if num_workers == 0:
+        worker_type = "thread"  # read in the calling thread
+    pin_memory = device.type == "cuda" if opts.pin_memory is None else opts.pin_memory
+    if pin_memory and not torch.cuda.is_available():
+        raise ConfigError("pin_memory=True needs CUDA, which is not available on this machine")
+    if worker_type == "thread" and opts.persistent_workers:
+        logger.debug("persistent_workers: reader threads always persist")
+    return worker_type, pin_memory
+
+
+def _finisher(opts: LoaderOptions, transform: LMDBDataTransform | None, dataset: ClipDataset, device: torch.device) -> BatchFinisher:
+    """The batch finisher: device plus normalisation (see :func:`~src.data.loader_options.resolve_normalization`)."""
+    mean, std = resolve_normalization(opts, transform, dataset.storage)
+    normalize = opts.normalize if opts.normalize is not None else (transform.normalize if transform is not None else True)
+    return BatchFinisher(device, mean, std, normalize)
+
+
+def _sampler(opts: LoaderOptions, dataset: ClipDataset, shuffle: bool) -> Sampler[int]:
+    """A :class:`BalancedSampler` with ``balanced=True``, else an :class:`EpochSampler`."""
+    share = {"seed": opts.seed, "rank": opts.rank, "world_size": opts.world_size, "drop_last": opts.drop_last}
+    if opts.balanced:
+        return BalancedSampler(dataset.labels, opts.num_samples, **share)
+    return EpochSampler(len(dataset), shuffle, **share)
+
+
+def _dataset(db_path: str | os.PathLike, transform: LMDBDataTransform | None, opts: LoaderOptions) -> ClipDataset:
+    subset = {name: getattr(opts, name) for name in ("keys", "labels", "categories", "methods", "exclude_methods")}
+    return ClipDataset(db_path, transform, on_error=opts.on_error, verify=opts.verify, storage_options=opts.storage_options, **subset)
 
 
 def create_data_loader(
@@ -607,7 +505,7 @@ def create_data_loader(
         shuffle: Shuffle each epoch (seeded).
         target_device: Where batches are delivered; default: the transform's
             ``target_device``, else ``"cpu"``.
-        **options: See :data:`LOADER_OPTIONS`:
+        **options: The fields of :class:`~src.data.loader_options.LoaderOptions`:
 
             * ``seed`` (0): base seed; epoch ``e`` uses ``seed + e``.
             * ``drop_last`` (False): drop the last incomplete batch (and the
@@ -625,7 +523,10 @@ def create_data_loader(
               ``"spawn"``, ``"forkserver"``), ``timeout``: for worker processes.
             * ``prefetch`` (2): batches read ahead.
             * ``pin_memory`` (True for CUDA): pinned staging buffers.
-            * ``mean``, ``std`` (ImageNet's), ``normalize`` (True): normalisation.
+            * ``mean``, ``std``, ``normalize`` (True): normalisation. Each of
+              ``mean``/``std`` is, first match wins: this option; the
+              transform's, if it was set explicitly; the store's recorded
+              ``loader:`` section of the preprocessing config; ImageNet's.
             * ``rank``, ``world_size``: distributed share (default: from
               ``torch.distributed`` when initialised).
             * ``storage_options``: extra arguments for ``open_storage``.
@@ -638,78 +539,26 @@ def create_data_loader(
             empty subset.
         StorageError: No readable store at ``db_path``.
     """
-    opts = _check_options(options)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be an int >= 1; got {batch_size!r}")
-    if num_workers is None:
-        num_workers = default_num_workers()
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ConfigError(f"num_workers must be an int >= 0; got {num_workers!r}")
-
-    if transform is not None and not isinstance(transform, LMDBDataTransform):
-        if not callable(transform):
-            raise ConfigError(f"transform must be an LMDBDataTransform or a callable on clip tensors; got {transform!r}")
-        transform = ClipAugmentation(transform, target_device if target_device is not None else "cpu")
-    if target_device is not None:
-        device = resolve_device(target_device)
-        if transform is not None and transform.device != device:
-            logger.info("loader target_device %s overrides the transform's %s", device, transform.device)
-    else:
-        device = transform.device if transform is not None else torch.device("cpu")
-    base = transform if transform is not None else LMDBDataTransform()
-    finisher = BatchFinisher(
-        device,
-        opts["mean"] if opts["mean"] is not None else (base.mean if transform is not None else IMAGENET_MEAN),
-        opts["std"] if opts["std"] is not None else (base.std if transform is not None else IMAGENET_STD),
-        opts["normalize"] if opts["normalize"] is not None else base.normalize,
-    )
-
+    opts = LoaderOptions.from_kwargs(options)
+    num_workers = _check_counts(batch_size, num_workers)
+    transform, device = _transform_and_device(transform, target_device)
     per_sample = transform is not None
-    worker_type = opts["worker_type"]
-    if worker_type == "auto":
-        worker_type = "process" if per_sample else "thread"
-    if num_workers == 0:
-        worker_type = "thread"  # read in the calling thread
-    pin_memory = device.type == "cuda" if opts["pin_memory"] is None else bool(opts["pin_memory"])
-    if pin_memory and not torch.cuda.is_available():
-        raise ConfigError("pin_memory=True needs CUDA, which is not available on this machine")
-
-    dataset = ClipDataset(
-        db_path,
-        transform,
-        keys=opts["keys"],
-        labels=opts["labels"],
-        categories=opts["categories"],
-        methods=opts["methods"],
-        exclude_methods=opts["exclude_methods"],
-        on_error=opts["on_error"],
-        verify=opts["verify"],
-        storage_options=opts["storage_options"],
-    )
-    if opts["balanced"]:
-        sampler: Sampler[int] = BalancedSampler(
-            dataset.labels, opts["num_samples"], seed=opts["seed"], rank=opts["rank"], world_size=opts["world_size"], drop_last=opts["drop_last"]
-        )
-    else:
-        if opts["num_samples"] is not None:
-            raise ConfigError("num_samples applies to balanced=True sampling only")
-        sampler = EpochSampler(len(dataset), shuffle, seed=opts["seed"], rank=opts["rank"], world_size=opts["world_size"], drop_last=opts["drop_last"])
-    if worker_type == "thread" and opts["persistent_workers"]:
-        logger.debug("persistent_workers: reader threads always persist")
+    worker_type, pin_memory = _worker_policy(opts, per_sample, num_workers, device)
+    dataset = _dataset(db_path, transform, opts)
     loader = ClipLoader(
         dataset,
         batch_size=batch_size,
-        sampler=sampler,
-        drop_last=opts["drop_last"],
+        sampler=_sampler(opts, dataset, shuffle),
+        drop_last=opts.drop_last,
         num_workers=num_workers,
         worker_type=worker_type,
         per_sample=per_sample,
-        finisher=finisher,
-        prefetch=opts["prefetch"],
+        finisher=_finisher(opts, transform, dataset, device),
+        prefetch=opts.prefetch,
         pin_memory=pin_memory,
-        persistent_workers=bool(opts["persistent_workers"]) and worker_type == "process",
-        multiprocessing_context=opts["multiprocessing_context"],
-        timeout=opts["timeout"],
+        persistent_workers=opts.persistent_workers and worker_type == "process",
+        multiprocessing_context=opts.multiprocessing_context,
+        timeout=opts.timeout,
     )
     logger.info("%r", loader)
     return loader
@@ -745,10 +594,9 @@ def create_train_val_loaders(
     Raises:
         ConfigError: Invalid options or an unavailable device.
     """
-    _check_options(options)
+    LoaderOptions.from_kwargs(options)
     resolve_device(target_device)
     train_loader = create_data_loader(train_db_path, train_transform, batch_size, num_workers, True, target_device, **options)
-    val_options = {k: v for k, v in options.items() if k not in _TRAIN_ONLY}
+    val_options = {k: v for k, v in options.items() if k not in TRAIN_ONLY_OPTIONS}
     val_loader = create_data_loader(val_db_path, val_transform, batch_size, num_workers, False, target_device, **val_options)
     return train_loader, val_loader
-

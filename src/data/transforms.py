@@ -27,15 +27,13 @@ torchvision convention); normalisation is ``(x - mean) / std`` on the 0..1 scale
 from __future__ import annotations
 
 import logging
-import mmap
-import sys
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from src.data.memory import RecyclingAllocator, alloc_cpu
 from src.errors import ConfigError
 
 __all__ = [
@@ -54,8 +52,6 @@ logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
-_HUGE_MIN_BYTES = 8 * 1024 * 1024
 
 
 def resolve_device(target_device: str | torch.device | None) -> torch.device:
@@ -111,101 +107,6 @@ def _check_stats(mean: float | Sequence[float], std: float | Sequence[float]) ->
     if len(mean_t) != len(std_t) and 1 not in (len(mean_t), len(std_t)):
         raise ConfigError(f"mean has {len(mean_t)} values but std has {len(std_t)}")
     return mean_t, std_t
-
-
-def alloc_cpu(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """Allocate an uninitialised CPU tensor; large ones on transparent huge pages.
-
-    A fresh multi-megabyte allocation costs one page fault per 4 KiB page on its
-    first write, which on virtual machines is slower than the write itself.
-    Backing large tensors by an anonymous mapping advised ``MADV_HUGEPAGE``
-    replaces ~500 faults per 2 MiB by one. The tensor keeps the mapping alive
-    and releases it when the last view is gone.
-
-    Args:
-        shape: Tensor shape.
-        dtype: Tensor dtype.
-
-    Returns:
-        A contiguous, writable CPU tensor.
-    """
-    shape = tuple(int(s) for s in shape)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    nbytes = int(np.prod(shape, dtype=np.int64)) * itemsize
-    if nbytes < _HUGE_MIN_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty(shape, dtype=dtype)
-    try:
-        region = _huge_region(nbytes)
-    except (OSError, ValueError):
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(region, dtype=dtype).view(shape)
-
-
-def _huge_region(nbytes: int) -> mmap.mmap:
-    region = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if hasattr(mmap, "MADV_HUGEPAGE"):
-        try:
-            region.madvise(mmap.MADV_HUGEPAGE)
-        except (OSError, ValueError):
-            pass
-    return region
-
-
-class RecyclingAllocator:
-    """Hands out CPU tensors over a few reusable memory regions, reusing one only when it is free.
-
-    Page faults of fresh multi-megabyte buffers cost more than filling them, so
-    batch buffers are recycled, the way ffcv reuses its batch memory, but
-    safely: every tensor built over a region holds a reference to it (through
-    its storage, whatever views or numpy arrays are made of it), so a region
-    whose reference count is back to the pool's own is provably unused. A
-    batch the caller keeps is never overwritten; while all regions are busy a
-    fresh one is made (and kept only up to ``max_regions``).
-
-    Args:
-        max_regions: Regions kept for reuse.
-    """
-
-    _ROUND = 2 * 1024 * 1024
-
-    def __init__(self, max_regions: int = 4) -> None:
-        self.max_regions = max(1, int(max_regions))
-        self._regions: list[mmap.mmap] = []
-        self._lock = threading.Lock()
-
-    def _free_region(self, nbytes: int) -> mmap.mmap | None:
-        for region in self._regions:
-            # References: the list, this loop variable and getrefcount's argument.
-            if len(region) >= nbytes and sys.getrefcount(region) <= 3:
-                return region
-        return None
-
-    def __call__(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-        """An uninitialised tensor of ``shape`` and ``dtype`` (contents are stale bytes)."""
-        shape = tuple(int(s) for s in shape)
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        nbytes = int(np.prod(shape, dtype=np.int64)) * itemsize
-        if nbytes < _HUGE_MIN_BYTES:
-            return torch.empty(shape, dtype=dtype)
-        with self._lock:
-            region = self._free_region(nbytes)
-            if region is None:
-                region = _huge_region(-(-nbytes // self._ROUND) * self._ROUND)
-                if len(self._regions) < self.max_regions:
-                    self._regions.append(region)
-                elif self._regions:
-                    # Forget a busy region: its memory goes back to the OS when its holder lets go.
-                    self._regions.pop(0)
-                    self._regions.append(region)
-            tensor = torch.frombuffer(region, dtype=torch.uint8, count=nbytes)
-        return tensor.view(dtype).view(shape)
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"max_regions": self.max_regions, "_regions": [], "_lock": None}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
 
 class _Affine:
@@ -348,8 +249,10 @@ class LMDBDataTransform:
 
     Args:
         target_device: Where batches end up (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
-        mean: Normalisation mean per channel (0..1 scale); ImageNet's by default.
-        std: Normalisation std per channel (0..1 scale); ImageNet's by default.
+        mean: Normalisation mean per channel (0..1 scale). Unset, it is
+            ImageNet's, and a loader replaces it by the store's recorded
+            ``loader.mean`` when the store has one.
+        std: Normalisation std per channel (0..1 scale); unset, as ``mean``.
         normalize: Normalise clips in :meth:`finish` (False leaves ``uint8``).
         dtype: Clip dtype handed to augmentations: ``torch.uint8`` (default) or
             ``torch.float32`` (divided by 255).
@@ -372,18 +275,50 @@ class LMDBDataTransform:
     def __init__(
         self,
         target_device: str | torch.device = "cpu",
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
         normalize: bool = True,
         dtype: torch.dtype = torch.uint8,
     ) -> None:
         self.device = resolve_device(target_device)
         self.target_device = str(self.device)
-        self.mean, self.std = _check_stats(mean, std)
+        self._explicit: set[str] = set()
+        self._mean, self._std = _check_stats(IMAGENET_MEAN if mean is None else mean, IMAGENET_STD if std is None else std)
+        for name, value in (("mean", mean), ("std", std)):
+            if value is not None:
+                self._explicit.add(name)
         self.normalize = bool(normalize)
         if dtype not in (torch.uint8, torch.float32):
             raise ConfigError(f"dtype must be torch.uint8 or torch.float32; got {dtype!r}")
         self.dtype = dtype
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Normalisation mean per channel (0..1 scale)."""
+        return self._mean
+
+    @mean.setter
+    def mean(self, value: Sequence[float]) -> None:
+        self._mean = _check_stats(value, (1.0,))[0]
+        self._explicit.add("mean")
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Normalisation std per channel (0..1 scale)."""
+        return self._std
+
+    @std.setter
+    def std(self, value: Sequence[float]) -> None:
+        self._std = _check_stats((0.0,), value)[1]
+        self._explicit.add("std")
+
+    @property
+    def explicit_stats(self) -> frozenset[str]:
+        """Which of ``"mean"``/``"std"`` were set explicitly (constructor or assignment), not defaulted.
+
+        A loader uses a store's recorded normalisation for the others.
+        """
+        return frozenset(getattr(self, "_explicit", ()))
 
     def __call__(self, sample: Mapping[str, Any]) -> dict[str, Any]:
         """Convert one stored sample to CPU tensors.
