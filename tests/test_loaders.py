@@ -133,10 +133,10 @@ def test_batches_kept_by_the_caller_are_never_overwritten(store):
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_staging_ring_path(store, num_workers):
     """The CUDA staging path (reused uint8 buffers, finished in the main thread), exercised on the CPU."""
-    from src.data.loaders import _PinnedRing
+    from src.data.memory import PinnedRing
 
     loader = create_data_loader(store.path, batch_size=4, num_workers=num_workers, shuffle=False, prefetch=1)
-    loader._ring = _PinnedRing(loader.prefetch + 3, torch.device("cpu"), pin=False)
+    loader._ring = PinnedRing(loader.prefetch + 3, torch.device("cpu"), pin=False)
     for _ in range(2):
         for batch in loader:
             for i, key in enumerate(batch["key"]):

@@ -110,33 +110,51 @@ def _check_stats(mean: float | Sequence[float], std: float | Sequence[float]) ->
 
 
 class _Affine:
-    """Per-channel ``x * scale + shift`` turning clips into normalised float32."""
+    """Per-channel ``x * scale + shift`` turning clips into normalised float32.
+
+    With a zero mean (``loader: {mean: [0, 0, 0], std: [1, 1, 1]}`` means "just
+    scale to 0..1") the result is the correctly rounded ``x / (255 * std)``, so
+    ``std`` 1 gives exactly ``uint8 / 255``: on the CPU the scale is kept in
+    float64 (one multiply rounded once to float32; for integers 0..255 that
+    equals the float32 division), on accelerators the clips are divided. Any
+    other mean takes the float32 multiply-add (within an ulp or two).
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.mean, self.std = _check_stats(mean, std)
+        self.exact = all(m == 0.0 for m in self.mean)
         self._device_cache: dict[tuple[str, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def coefficients(self, channels: int, integer: bool) -> tuple[np.ndarray, np.ndarray]:
-        """``(scale, shift)`` float32 arrays of length ``channels``."""
+    def _stats(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
         mean = np.broadcast_to(np.asarray(self.mean, dtype=np.float64), (channels,)) if len(self.mean) in (1, channels) else None
         std = np.broadcast_to(np.asarray(self.std, dtype=np.float64), (channels,)) if len(self.std) in (1, channels) else None
         if mean is None or std is None:
             raise ConfigError(f"mean/std have {len(self.mean)}/{len(self.std)} values but the clips have {channels} channel(s)")
+        return mean, std
+
+    def coefficients(self, channels: int, integer: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(scale, shift)`` arrays of length ``channels`` (float32; the scale float64 with a zero mean)."""
+        mean, std = self._stats(channels)
         unit = 255.0 if integer else 1.0
-        return (1.0 / (unit * std)).astype(np.float32), (-mean / std).astype(np.float32)
+        scale = 1.0 / (unit * std)
+        return scale if self.exact else scale.astype(np.float32), (-mean / std).astype(np.float32)
 
     def on_device(self, channels: int, integer: bool, device: torch.device, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float32 ``(scale, shift)`` on ``device``, shaped to broadcast over ``ndim``-d clips;
+        with a zero mean ``(divisor, shift)`` instead (see the class docstring)."""
         key = (str(device), channels, int(integer) + 2 * ndim)
         cached = self._device_cache.get(key)
         if cached is None:
-            scale, shift = self.coefficients(channels, integer)
+            mean, std = self._stats(channels)
+            unit = 255.0 if integer else 1.0
+            first = unit * std if self.exact else 1.0 / (unit * std)
             view = (channels,) + (1,) * (ndim - 1)
-            cached = (torch.from_numpy(scale).view(view).to(device), torch.from_numpy(shift).view(view).to(device))
+            cached = tuple(torch.from_numpy(np.asarray(a, dtype=np.float32)).view(view).to(device) for a in (first, -mean / std))  # type: ignore[assignment]
             self._device_cache[key] = cached
         return cached
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"mean": self.mean, "std": self.std, "_device_cache": {}}
+        return {"mean": self.mean, "std": self.std, "exact": self.exact, "_device_cache": {}}
 
 
 def convert_clip_into(out: np.ndarray, clip: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> None:
@@ -196,8 +214,10 @@ def _normalize(data: torch.Tensor, affine: _Affine, channel_dim: int = -4, alloc
         for i in range(lead):
             convert_clip_into(dst[i], src[i], scale, shift)
         return out
-    scale_t, shift_t = affine.on_device(channels, integer, data.device, -channel_dim)
-    return torch.addcmul(shift_t, data.to(torch.float32), scale_t)
+    first_t, shift_t = affine.on_device(channels, integer, data.device, -channel_dim)
+    if affine.exact:
+        return data.to(torch.float32, copy=True).div_(first_t)
+    return torch.addcmul(shift_t, data.to(torch.float32), first_t)
 
 
 class BatchFinisher:
