@@ -29,7 +29,9 @@ class Normalizer(Protocol):
     """What a batch reader needs to write normalised float32 clips while it copies them."""
 
     def coefficients(self, channels: int, integer: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel float32 ``(scale, shift)`` so that ``out = clip * scale + shift``.
+        """Per-channel ``(scale, shift)`` arrays so that float32 ``out = clip * scale + shift``.
+
+        The scale may be float64 (one rounding to float32, for exact results).
 
         Args:
             channels: Channels of the clips.

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset
 
 from src.data.batch import Normalizer, RawBatch
 from src.data.codecs import decode_array
+from src.data.memory import Allocator
 from src.data.record import RecordHeader, copy_payload_into, decode_header, raw_array
 from src.data.storage import Storage, open_storage
 from src.data.transforms import LMDBDataTransform, alloc_cpu, convert_clip_into
@@ -55,7 +56,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ON_ERROR_POLICIES = ("raise", "skip")
-Allocator = Callable[[Sequence[int], torch.dtype], torch.Tensor]  # as src.data.memory.Allocator
 
 
 # ----------------------------------------------------------------------------- queries

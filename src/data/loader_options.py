@@ -160,10 +160,6 @@ class LoaderOptions:
             raise ConfigError(f"unknown loader option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(LOADER_OPTIONS)}")
         return cls(**options)
 
-    def without(self, *names: str) -> LoaderOptions:
-        """A copy with ``names`` back at their defaults."""
-        return dataclasses.replace(self, **{n: LOADER_OPTIONS[n] for n in names})
-
 
 #: Every option ``create_data_loader`` accepts through ``**options``, with its default (derived from :class:`LoaderOptions`).
 LOADER_OPTIONS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(LoaderOptions)}
