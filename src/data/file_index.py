@@ -349,10 +349,3 @@ class DirectoryStorage(Storage):
         self._save_index(meta)
         for rel in obsolete:  # only once no index entry points at them any more
             (self.path / rel).unlink(missing_ok=True)
-
-    # ------------------------------------------------------------------ processes
-
-    def __getstate__(self) -> dict[str, Any]:
-        if not self.readonly:
-            raise StorageError(f"{self.path}: a store open for writing cannot be sent to another process")
-        return self.__dict__.copy()

@@ -57,7 +57,7 @@ from src.data.codecs import ARRAY_FIELDS, CODECS, ArraySpec, check_array, checks
 from src.data.file_index import check_file_key
 from src.data.postings import PostingsIndex
 from src.data.record import to_plain
-from src.data.storage import DEFAULT_INDEX_FIELDS, Storage, register_backend, sample_index_values
+from src.data.storage import DEFAULT_INDEX_FIELDS, Storage, parse_meta, register_backend, sample_index_values
 from src.errors import CorruptSampleError, StorageError
 
 __all__ = ["HDF5Storage"]
@@ -108,6 +108,7 @@ class HDF5Storage(Storage):
     """
 
     suffixes = (".h5", ".hdf5")
+    _process_local = ("_file", "_pid", "_samples_gid")
 
     @classmethod
     def sniff(cls, path: Path) -> bool:
@@ -163,15 +164,6 @@ class HDF5Storage(Storage):
         if not self.readonly and self._file.attrs.get("format", self.format) != self.format:
             raise StorageError(f"{self.path}: file says it is a {self._file.attrs.get('format')!r} store")
         return self._file
-
-    def __getstate__(self) -> dict[str, Any]:
-        if not self.readonly:
-            raise StorageError(f"{self.path}: a store open for writing cannot be sent to another process")
-        state = self.__dict__.copy()
-        state["_file"] = None  # reopened lazily in the receiving process
-        state["_pid"] = None
-        state["_samples_gid"] = None
-        return state
 
     @property
     def file(self) -> h5py.File:
@@ -233,15 +225,7 @@ class HDF5Storage(Storage):
 
     def _read_meta(self) -> dict[str, Any] | None:
         raw = self._connect().attrs.get(_META_ATTR)
-        if raw is None:
-            return None
-        try:
-            meta = json.loads(raw)
-        except (TypeError, ValueError) as exc:
-            raise CorruptSampleError("__meta__", f"store metadata is not valid JSON: {exc}") from None
-        if not isinstance(meta, dict):
-            raise CorruptSampleError("__meta__", "store metadata is not a JSON object")
-        return meta
+        return None if raw is None else parse_meta(raw)
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         f = self._connect()

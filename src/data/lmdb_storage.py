@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import lmdb
 
 from src.data.record import decode_header, decode_sample, encode_sample
-from src.data.storage import DEFAULT_INDEX_FIELDS, Storage, register_backend, sample_index_values
+from src.data.storage import DEFAULT_INDEX_FIELDS, Storage, parse_meta, register_backend, sample_index_values
 from src.errors import CorruptSampleError, StorageError, StoreVersionError
 
 __all__ = ["LMDBStorage", "open_environment", "release_environment"]
@@ -192,6 +192,7 @@ class LMDBStorage(Storage):
     """
 
     suffixes = (".lmdb",)
+    _process_local = ("_shared",)
 
     @classmethod
     def sniff(cls, path: Path) -> bool:
@@ -232,16 +233,6 @@ class LMDBStorage(Storage):
         shared = open_environment(self.path, self.readonly, self.map_size_gb, self.max_readers, self.lock, self.readahead)
         self._shared = shared
         return shared
-
-    def __getstate__(self) -> dict[str, Any]:
-        if not self.readonly:
-            raise StorageError(f"{self.path}: a store open for writing cannot be sent to another process")
-        state = self.__dict__.copy()
-        state["_shared"] = None  # reopened lazily in the receiving process
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     @property
     def env(self) -> lmdb.Environment:
@@ -370,13 +361,7 @@ class LMDBStorage(Storage):
             raw = txn.get(_META_KEY)
             if raw is None:
                 return None
-            try:
-                meta = json.loads(bytes(raw))
-            except ValueError as exc:
-                raise CorruptSampleError("__meta__", f"store metadata is not valid JSON: {exc}") from None
-        if not isinstance(meta, dict):
-            raise CorruptSampleError("__meta__", "store metadata is not a JSON object")
-        return meta
+            return parse_meta(bytes(raw))
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
         self._write([], meta)

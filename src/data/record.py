@@ -63,6 +63,7 @@ __all__ = [
     "encode_array",
     "decode_array",
     "check_array",
+    "check_label",
     "field_codec",
     "is_record",
     "to_plain",
@@ -136,6 +137,19 @@ def to_plain(value: Any) -> Any:
 # ----------------------------------------------------------------------------- encode
 
 
+def check_label(label: Any, key: str | None = None) -> int:
+    """Return a sample's label as a plain int.
+
+    Raises:
+        ValueError: Not an integer (booleans included).
+    """
+    if isinstance(label, np.generic):
+        label = label.item()
+    if not isinstance(label, int) or isinstance(label, bool):
+        raise ValueError(f"{'sample ' + repr(key) if key else 'a sample'}: 'label' must be an int; got {label!r}")
+    return label
+
+
 def _pad(n: int) -> int:
     return (-n) % ALIGN
 
@@ -162,11 +176,7 @@ def encode_sample(sample: Mapping[str, Any], codec: str = "raw", **options: Any)
         raise ValueError(str(exc)) from None
     if "data" not in sample:
         raise ValueError("a sample needs a 'data' array")
-    label = sample.get("label")
-    if isinstance(label, np.generic):
-        label = label.item()
-    if not isinstance(label, int) or isinstance(label, bool):
-        raise ValueError(f"a sample's 'label' must be an int; got {label!r}")
+    label = check_label(sample.get("label"))
     unknown = set(sample) - {"data", "label", "metadata", "audio", "key"}
     if unknown:
         raise ValueError(f"unknown sample fields {sorted(unknown)}; allowed: data, label, metadata, audio")

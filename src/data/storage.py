@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import datetime as _dt
+import json
 import logging
 import os
 from contextlib import AbstractContextManager
@@ -30,11 +31,12 @@ from typing import Any, ClassVar, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from src.data.codecs import CODECS
-from src.data.record import check_array, to_plain
-from src.errors import ConfigError, IncompleteStoreError, StorageError, StoreVersionError
+from src.data.record import check_array, check_label, to_plain
+from src.errors import ConfigError, CorruptSampleError, IncompleteStoreError, StorageError, StoreVersionError
 from src.registry import Registry
 
 __all__ = [
+    "parse_meta",
     "STORE_FORMAT_VERSION",
     "DEFAULT_INDEX_FIELDS",
     "DEFAULT_STORE_NAMES",
@@ -103,6 +105,21 @@ def sample_index_values(label: int, metadata: Mapping[str, Any], fields: Iterabl
     return {f: index_value(label if f == "label" else metadata.get(f)) for f in fields}
 
 
+def parse_meta(raw: bytes | str) -> dict[str, Any]:
+    """Decode a stored ``__meta__`` JSON document.
+
+    Raises:
+        CorruptSampleError: Not JSON, or not a JSON object.
+    """
+    try:
+        meta = json.loads(raw)
+    except (TypeError, ValueError) as exc:
+        raise CorruptSampleError("__meta__", f"store metadata is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise CorruptSampleError("__meta__", "store metadata is not a JSON object")
+    return meta
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -152,6 +169,18 @@ class Storage(abc.ABC):
     suffixes: ClassVar[tuple[str, ...]] = ()
     #: The store's name inside a split directory (default ``data<first suffix>``).
     store_name: ClassVar[str] = ""
+
+    #: Attributes holding this process's handles: dropped when the store is pickled
+    #: (a reader reopens them lazily in the receiving process).
+    _process_local: ClassVar[tuple[str, ...]] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        if not self.readonly:
+            raise StorageError(f"{self.path}: a store open for writing cannot be sent to another process")
+        state = self.__dict__.copy()
+        for name in self._process_local:
+            state[name] = None
+        return state
 
     @classmethod
     def sniff(cls, path: Path) -> bool:
@@ -499,11 +528,7 @@ class Storage(abc.ABC):
         data = sample.get("data")
         if data is None:
             raise ValueError(f"sample {key!r} has no 'data' array")
-        label = sample.get("label")
-        if isinstance(label, np.generic):
-            label = label.item()
-        if not isinstance(label, int) or isinstance(label, bool):
-            raise ValueError(f"sample {key!r}: 'label' must be an int; got {label!r}")
+        label = check_label(sample.get("label"), key)
         # Check and copy now: a bad sample fails its own store_sample call, never a later
         # flush carrying good ones, and a caller reusing its buffers cannot change what is queued.
         item = {"data": np.array(check_array("data", data), copy=True), "label": label, "metadata": to_plain(dict(sample.get("metadata") or {}))}
