@@ -111,8 +111,8 @@ class OutputConfig:
     lmdb: LMDBOptions = field(default_factory=LMDBOptions)
 
     def __post_init__(self) -> None:
-        _choice("output", "format", self.format, FORMATS)
-        _choice("output", "codec", self.codec, CODECS)
+        _choice("output", "format", self.format, backend_names())
+        _choice("output", "codec", self.codec, CODECS.names())
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"output.jpeg_quality: must be in 1..100; got {self.jpeg_quality!r}")
         if not 1 <= self.zstd_level <= 22:
