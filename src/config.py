@@ -22,6 +22,7 @@ from src.data.codecs import CODECS
 from src.data.storage import backend_names
 from src.datasets.fakeavceleb import LABEL_POLICIES as _LABEL_POLICIES
 from src.errors import ConfigError
+from src.preprocessing.registries import DETECTORS, EXECUTORS, FRAME_SELECTORS
 
 __all__ = [
     "LMDBOptions",
@@ -42,14 +43,11 @@ __all__ = [
     "config_to_dict",
 ]
 
-# The registries themselves are the source of truth for the light-weight choices; the heavy
-# ones (detectors, executors, frame selectors) are mirrored here and a test keeps them equal.
+# Choices that are extension points are read from their registries when a config is built,
+# so a plugin's registered name is accepted. FORMATS is the built-in snapshot, kept for callers.
 FORMATS = backend_names()
 LABEL_POLICIES = tuple(_LABEL_POLICIES)
-SAMPLING_MODES = ("uniform", "window")
 NO_FACE_POLICIES = ("center", "skip")
-DETECTORS = ("dlib_hog", "haar")
-EXECUTORS = ("process", "serial")
 GROUPINGS = ("source", "connected")
 
 
@@ -156,7 +154,7 @@ class FramesConfig:
     def __post_init__(self) -> None:
         _positive("frames", "num_frames", self.num_frames)
         _positive("frames", "num_windows", self.num_windows)
-        _choice("frames", "sampling", self.sampling, SAMPLING_MODES)
+        _choice("frames", "sampling", self.sampling, FRAME_SELECTORS.names())
         if self.sampling == "window" and self.num_frames % self.num_windows:
             raise ConfigError(f"frames.num_frames ({self.num_frames}) must be divisible by frames.num_windows ({self.num_windows})")
 
@@ -187,7 +185,7 @@ class FacesConfig:
     on_no_face: str = "center"
 
     def __post_init__(self) -> None:
-        _choice("faces", "detector", self.detector, DETECTORS)
+        _choice("faces", "detector", self.detector, DETECTORS.names())
         _choice("faces", "on_no_face", self.on_no_face, NO_FACE_POLICIES)
         _positive("faces", "image_size", self.image_size)
         _positive("faces", "detect_every", self.detect_every)
@@ -266,7 +264,7 @@ class ProcessingConfig:
         _positive("processing", "workers", self.workers, allow_none=True)
         _positive("processing", "limit", self.limit, allow_none=True)
         _positive("processing", "max_in_flight", self.max_in_flight)
-        _choice("processing", "executor", self.executor, EXECUTORS)
+        _choice("processing", "executor", self.executor, EXECUTORS.names())
 
     @property
     def num_workers(self) -> int:

@@ -81,15 +81,17 @@ def test_config_round_trips_through_dict():
     assert config_from_dict(config_to_dict(cfg)) == cfg
 
 
-def test_config_choices_mirror_the_registries():
-    import src.config as c
-    from src.data import CODECS, backend_names
-    from src.preprocessing.executors import EXECUTORS
-    from src.preprocessing.faces import DETECTORS, NO_FACE_POLICIES
-    from src.preprocessing.video import FRAME_SELECTORS
+def test_config_choices_come_from_the_registries():
+    from src.preprocessing.registries import DETECTORS, EXECUTORS, FRAME_SELECTORS
 
-    assert set(c.DETECTORS) == set(DETECTORS)
-    assert set(c.EXECUTORS) == set(EXECUTORS)
-    assert set(c.NO_FACE_POLICIES) == set(NO_FACE_POLICIES)
-    assert set(c.SAMPLING_MODES) == set(FRAME_SELECTORS)
-    assert c.FORMATS == backend_names() and c.CODECS == CODECS
+    registered = []
+    try:
+        for registry, section, key in ((DETECTORS, "faces", "detector"), (EXECUTORS, "processing", "executor"), (FRAME_SELECTORS, "frames", "sampling")):
+            with pytest.raises(ConfigError, match=f"{section}.{key}: invalid value 'plugin_x'; must be one of"):
+                config_from_dict({section: {key: "plugin_x"}})
+            registry.register("plugin_x", type("PluginX", (), {}))
+            registered.append(registry)
+            assert getattr(getattr(config_from_dict({section: {key: "plugin_x"}}), section), key) == "plugin_x"
+    finally:
+        for registry in registered:
+            registry.unregister("plugin_x")

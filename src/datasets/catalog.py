@@ -7,12 +7,11 @@ new dataset means a new catalog module registered here, nothing else.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from src.errors import ConfigError
+from src.registry import Registry
 
 __all__ = ["VideoRecord", "CatalogProblem", "Catalog", "CATALOGS", "get_catalog", "catalog_names"]
 
@@ -72,26 +71,19 @@ class Catalog:
     problems: list[CatalogProblem]
 
 
-# Catalog name -> "module:function(root, label_policy) -> Catalog"; imported on first use.
-_CATALOG_PATHS = {
-    "fakeavceleb": "src.datasets.fakeavceleb:read_catalog",
-}
-CATALOGS = tuple(_CATALOG_PATHS)
+#: Catalog readers ``fn(root, label_policy) -> Catalog`` by dataset name (``preprocess.py --dataset``).
+CATALOGS: Registry[Callable[[Path, str], Catalog]] = Registry("dataset", {"fakeavceleb": "src.datasets.fakeavceleb:read_catalog"})
 
 
 def catalog_names() -> tuple[str, ...]:
     """Names accepted by ``preprocess.py --dataset``."""
-    return CATALOGS
+    return CATALOGS.names()
 
 
 def get_catalog(name: str) -> Callable[[Path, str], Catalog]:
-    """Return the catalog reader for a dataset name.
+    """Return the catalog reader for a dataset name (case-insensitive).
 
     Raises:
         ConfigError: Unknown dataset name (the message lists the known ones).
     """
-    key = name.lower()
-    if key not in _CATALOG_PATHS:
-        raise ConfigError(f"unknown dataset {name!r}; must be one of {', '.join(CATALOGS)}")
-    module, _, func = _CATALOG_PATHS[key].partition(":")
-    return getattr(importlib.import_module(module), func)
+    return CATALOGS.get(name.lower() if name.lower() in CATALOGS else name)

@@ -11,17 +11,19 @@ never the run.
 
 from __future__ import annotations
 
+import abc
 import logging
 import multiprocessing
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from src.config import Config
-from src.errors import ConfigError, DeepfakeDataError
+from src.errors import DeepfakeDataError
 from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
+from src.preprocessing.registries import EXECUTORS
 
-__all__ = ["EXECUTORS", "run_tasks", "SerialExecutor", "ProcessExecutor"]
+__all__ = ["EXECUTORS", "Executor", "ProcessExecutor", "SerialExecutor", "bounded_map", "run_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +42,99 @@ def _run_in_worker(task: VideoTask) -> TaskResult:
     return _WORKER(task)
 
 
-class SerialExecutor:
-    """Processes tasks one by one in this process."""
+class Executor(abc.ABC):
+    """Runs :class:`~src.preprocessing.pipeline.VideoProcessor` over tasks; register subclasses in ``EXECUTORS``.
+
+    Args:
+        config: The preprocessing config.
+        workers: Parallel workers to use.
+    """
 
     def __init__(self, config: Config, workers: int = 1) -> None:
         self.config = config
+        self.workers = max(1, int(workers))
+
+    @abc.abstractmethod
+    def map(self, tasks: Iterable[VideoTask]) -> Iterator[TaskResult]:
+        """Yield one result per task (in any order); a crashed task yields a failed result."""
+
+
+def bounded_map(
+    submit: Callable[[VideoTask], Future],
+    tasks: Iterable[VideoTask],
+    max_in_flight: int,
+    *,
+    max_retries: int = 1,
+    restart: Callable[[], None] | None = None,
+    is_crash: Callable[[BaseException], bool] = lambda exc: isinstance(exc, BrokenProcessPool),
+) -> Iterator[TaskResult]:
+    """Submit tasks with at most ``max_in_flight`` outstanding; retry the tasks of a crashed worker.
+
+    The in-flight cap bounds memory on runs of 20,000+ videos. When a future
+    fails with a crash (``is_crash``), every task still in flight is taken to
+    have died with it: ``restart()`` rebuilds the workers and each such task is
+    retried up to ``max_retries`` times, then reported as failed. Three crashes
+    in a row without any finished task stop the run.
+
+    Args:
+        submit: Starts one task, returns its future (result: a TaskResult).
+        tasks: The tasks.
+        max_in_flight: Outstanding tasks at most.
+        max_retries: Retries per task after a crash.
+        restart: Rebuilds the workers after a crash.
+        is_crash: Whether a future's exception means its worker died.
+
+    Raises:
+        DeepfakeDataError: Workers keep dying before finishing anything.
+    """
+    queue = iter(tasks)
+    retries: dict[str, int] = {}
+    pending: dict[Future, VideoTask] = {}
+    requeue: list[VideoTask] = []
+    crashes_without_progress = 0
+    while True:
+        while len(pending) < max_in_flight:
+            task = requeue.pop() if requeue else next(queue, None)
+            if task is None:
+                break
+            pending[submit(task)] = task
+        if not pending:
+            return
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        crashed = False
+        for future in done:
+            task = pending.pop(future)
+            exc = future.exception()
+            if exc is not None and is_crash(exc):
+                crashed = True
+                requeue.append(task)
+                continue
+            if exc is not None:
+                raise exc
+            crashes_without_progress = 0
+            yield future.result()
+        if crashed:
+            crashes_without_progress += 1
+            if crashes_without_progress >= 3:
+                raise DeepfakeDataError("worker processes keep dying before finishing any video (start-up failure?); see the log above")
+            # Every task still in flight died with the workers: retry each, then report it.
+            requeue.extend(pending.values())
+            pending.clear()
+            logger.warning("a worker process died; restarting the workers and retrying %d videos", len(requeue))
+            survivors = []
+            for task in requeue:
+                retries[task.relpath] = retries.get(task.relpath, 0) + 1
+                if retries[task.relpath] > max_retries:
+                    yield TaskResult(task, None, "worker process crashed while decoding this video", "failed")
+                else:
+                    survivors.append(task)
+            requeue = survivors
+            if restart is not None:
+                restart()
+
+
+class SerialExecutor(Executor):
+    """Processes tasks one by one in this process (debugging, profiling)."""
 
     def map(self, tasks: Iterable[VideoTask]) -> Iterator[TaskResult]:
         """Yield one result per task, in order."""
@@ -53,7 +143,7 @@ class SerialExecutor:
             yield processor(task)
 
 
-class ProcessExecutor:
+class ProcessExecutor(Executor):
     """A pool of worker processes (``spawn``: no state inherited from the writer).
 
     Args:
@@ -64,8 +154,7 @@ class ProcessExecutor:
     max_retries = 1
 
     def __init__(self, config: Config, workers: int) -> None:
-        self.config = config
-        self.workers = max(1, workers)
+        super().__init__(config, workers)
         self.max_in_flight = self.workers * config.processing.max_in_flight
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -78,56 +167,17 @@ class ProcessExecutor:
 
     def map(self, tasks: Iterable[VideoTask]) -> Iterator[TaskResult]:
         """Yield one result per task, in completion order."""
-        queue = iter(tasks)
-        retries: dict[str, int] = {}
-        pending: dict[Future, VideoTask] = {}
-        requeue: list[VideoTask] = []
         pool = self._pool()
-        breaks_without_progress = 0
+
+        def restart() -> None:
+            nonlocal pool
+            pool.shutdown(wait=False, cancel_futures=True)
+            pool = self._pool()
+
         try:
-            while True:
-                while len(pending) < self.max_in_flight:
-                    task = requeue.pop() if requeue else next(queue, None)
-                    if task is None:
-                        break
-                    pending[pool.submit(_run_in_worker, task)] = task
-                if not pending:
-                    return
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                broken = False
-                for future in done:
-                    task = pending.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        broken = True
-                        requeue.append(task)
-                        continue
-                    breaks_without_progress = 0
-                    yield result
-                if broken:
-                    breaks_without_progress += 1
-                    if breaks_without_progress >= 3:
-                        raise DeepfakeDataError("worker processes keep dying before finishing any video (start-up failure?); see the log above")
-                    # Every task still in flight died with the pool: retry each once, then report it.
-                    requeue.extend(pending.values())
-                    pending.clear()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    logger.warning("a worker process died; restarting the pool and retrying %d videos", len(requeue))
-                    survivors = []
-                    for task in requeue:
-                        retries[task.relpath] = retries.get(task.relpath, 0) + 1
-                        if retries[task.relpath] > self.max_retries:
-                            yield TaskResult(task, None, "worker process crashed while decoding this video", "failed")
-                        else:
-                            survivors.append(task)
-                    requeue = survivors
-                    pool = self._pool()
+            yield from bounded_map(lambda task: pool.submit(_run_in_worker, task), tasks, self.max_in_flight, max_retries=self.max_retries, restart=restart)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-EXECUTORS = {"process": ProcessExecutor, "serial": SerialExecutor}
 
 
 def run_tasks(config: Config, tasks: Iterable[VideoTask], workers: int | None = None) -> Iterator[TaskResult]:
@@ -136,8 +186,5 @@ def run_tasks(config: Config, tasks: Iterable[VideoTask], workers: int | None = 
     Raises:
         ConfigError: Unknown executor name.
     """
-    name = config.processing.executor
-    if name not in EXECUTORS:
-        raise ConfigError(f"unknown executor {name!r}; must be one of {', '.join(EXECUTORS)}")
-    n = workers or config.processing.num_workers
-    return EXECUTORS[name](config, n).map(tasks)
+    executor = EXECUTORS.get(config.processing.executor)
+    return executor(config, workers or config.processing.num_workers).map(tasks)

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from src.errors import ConfigError
+from src.preprocessing.registries import DETECTORS
 
 __all__ = [
     "DETECTORS",
@@ -273,13 +274,6 @@ class HaarDetector(FaceDetector):
         ]
 
 
-#: Face detector backends by name.
-DETECTORS: dict[str, type[FaceDetector]] = {
-    DlibHogDetector.name: DlibHogDetector,
-    HaarDetector.name: HaarDetector,
-}
-
-
 def create_detector(name: str, **kwargs: Any) -> FaceDetector:
     """Create a face detector by registry name.
 
@@ -293,10 +287,9 @@ def create_detector(name: str, **kwargs: Any) -> FaceDetector:
     Raises:
         ConfigError: Unknown name or invalid options.
     """
-    if name not in DETECTORS:
-        raise ConfigError(f"Unknown face detector: {name!r}. Must be one of {sorted(DETECTORS)}.")
+    cls = DETECTORS.get(name)
     try:
-        return DETECTORS[name](**kwargs)
+        return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(
             f"invalid options {sorted(kwargs)} for face detector {name!r}: {exc}"

@@ -12,7 +12,7 @@ whose message starts with the file path; containers are always closed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from src.errors import ConfigError, VideoDecodeError
+from src.preprocessing.registries import FRAME_SELECTORS
 
 __all__ = [
     "FRAME_SELECTORS",
@@ -208,11 +209,8 @@ def _window(num_source_frames: int, num_frames: int, num_windows: int) -> np.nda
     return np.minimum(indices.reshape(-1), num_source_frames - 1)
 
 
-#: Frame selection modes: name -> fn(num_source_frames, num_frames, num_windows).
-FRAME_SELECTORS: dict[str, Callable[[int, int, int], np.ndarray]] = {
-    "uniform": _uniform,
-    "window": _window,
-}
+select_uniform = _uniform
+select_window = _window
 
 
 def select_frame_indices(
@@ -242,14 +240,11 @@ def select_frame_indices(
         ConfigError: Unknown mode, non-positive counts, or ``num_frames`` not
             divisible by ``num_windows`` in window mode.
     """
-    if mode not in FRAME_SELECTORS:
-        raise ConfigError(
-            f"Invalid frame selection mode: {mode!r}. Must be one of {sorted(FRAME_SELECTORS)}."
-        )
+    select = FRAME_SELECTORS.get(mode)
     _check_count("num_source_frames", num_source_frames)
     _check_count("num_frames", num_frames)
     _check_count("num_windows", num_windows)
-    return FRAME_SELECTORS[mode](int(num_source_frames), int(num_frames), int(num_windows))
+    return select(int(num_source_frames), int(num_frames), int(num_windows))
 
 
 def _target_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
