@@ -22,6 +22,7 @@ from src.config import load_config
 from src.data import CODECS, backend_names
 from src.datasets.catalog import catalog_names
 from src.errors import ConfigError, DatasetError, DeepfakeDataError, StorageError
+from src.plugins import load_plugins
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "preprocessing.yaml"
 
@@ -59,6 +60,11 @@ def _print_summary(report) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        load_plugins()  # $DEEPFAKE_DATA_PLUGINS: registered names become valid choices below
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
