@@ -8,7 +8,7 @@ import av.error
 import numpy as np
 import pytest
 
-from src.errors import ConfigError, VideoDecodeError
+from src.errors import VideoDecodeError
 from src.preprocessing.audio import audio_span_for_frames, load_audio, num_samples
 from src.preprocessing.video import select_frame_indices
 from tests.media import make_broken_files, make_face_video
@@ -56,7 +56,7 @@ def test_span_matches_selected_window():
     "indices,fps", [([], 25.0), ([1], 0.0), ([1], -5.0), ([-1, 2], 25.0), ([1], float("nan"))]
 )
 def test_span_rejects_bad_input(indices, fps):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         audio_span_for_frames(indices, fps)
 
 
@@ -149,5 +149,5 @@ def test_decode_error_raises(clip, monkeypatch):
     [(1.0, 1.0, 16000), (1.0, 0.5, 16000), (-0.1, 1.0, 16000), (0.0, 1.0, 0), (0.0, 1e-6, 16000)],
 )
 def test_rejects_bad_span(clip, start, end, rate):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         load_audio(clip["path"], start, end, sample_rate=rate)

@@ -187,13 +187,13 @@ def test_crop_and_resize_pads_outside():
 
 def test_crop_and_resize_validates():
     frames = np.zeros((2, 10, 10, 3), np.uint8)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         crop_and_resize(frames, [(0, 0, 5, 5)], 8)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         crop_and_resize(frames, [(0, 0, 5, 5)] * 2, 8, pad_mode="reflect")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         crop_and_resize(frames, [(0, 0, 0, 5)] * 2, 8)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         crop_and_resize(frames, [(0, 0, 5, 5)] * 2, 0)
 
 
@@ -282,9 +282,9 @@ def test_detector_finds_nothing_in_noise(no_face):
 
 
 def test_detector_rejects_non_rgb():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         create_detector("haar").detect(np.zeros((10, 10), np.uint8))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         create_detector("haar").detect(np.zeros((10, 10, 3), np.float32))
 
 
@@ -396,5 +396,5 @@ def test_detect_and_crop_validates(kwargs):
 
 
 def test_detect_and_crop_rejects_bad_frames():
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         detect_and_crop(np.zeros((32, 32, 3), np.uint8), ScriptedDetector([]))

@@ -16,7 +16,7 @@ import pytest
 
 from src.config import config_from_dict, load_config
 from src.data import open_storage
-from src.errors import IncompleteStoreError
+from src.errors import ConfigError, IncompleteStoreError
 from src.preprocessing.faces import create_detector
 from src.preprocessing.pipeline import VideoProcessor, VideoTask, process_video
 from src.preprocessing.runner import run_preprocessing
@@ -53,6 +53,19 @@ def test_process_video_centres_the_known_face_and_aligns_audio(tmp_path):
     spectrum = np.abs(np.fft.rfft(audio))
     assert np.fft.rfftfreq(len(audio), 1 / 16000)[spectrum.argmax()] == pytest.approx(660.0, abs=5)
     assert set(timings) == {"decode", "faces"}
+
+
+@pytest.mark.parametrize("error", [ValueError("frame must be uint8"), ConfigError("a stage's argument check")])
+def test_a_stage_error_costs_one_video_not_the_run(tmp_path, monkeypatch, error):
+    import src.preprocessing.pipeline as pipeline
+
+    def failing(*args, **kwargs):
+        raise error
+
+    processor = VideoProcessor(config_from_dict({}))
+    monkeypatch.setattr(pipeline, "process_video", failing)
+    result = processor(_task(tmp_path / "any.mp4"))
+    assert result.status == "failed" and result.sample is None and str(error) in result.error
 
 
 def test_processor_turns_bad_videos_into_failures(tmp_path):

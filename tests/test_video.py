@@ -306,5 +306,5 @@ def test_decode_error_before_any_frame_raises(clip, monkeypatch):
 
 @pytest.mark.parametrize("indices", [[], [[1, 2]], [-1], [0.5]])
 def test_decode_rejects_bad_indices(clip, indices):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         decode_frames(clip["path"], indices)

@@ -46,12 +46,12 @@ def audio_span_for_frames(
     """
     idx = np.asarray(frame_indices)
     if idx.size == 0:
-        raise ConfigError("frame_indices must not be empty")
+        raise ValueError("frame_indices must not be empty")
     if not math.isfinite(fps) or fps <= 0:
-        raise ConfigError(f"fps must be a positive number, got {fps!r}")
+        raise ValueError(f"fps must be a positive number, got {fps!r}")
     first, last = int(idx.min()), int(idx.max())
     if first < 0:
-        raise ConfigError(f"frame indices must be >= 0, got {first}")
+        raise ValueError(f"frame indices must be >= 0, got {first}")
     return first / fps, (last + 1) / fps
 
 
@@ -74,10 +74,10 @@ def _check_span(start_s: float, end_s: float, sample_rate: int) -> int:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate < 1:
         raise ConfigError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if not (math.isfinite(start_s) and math.isfinite(end_s)) or start_s < 0:
-        raise ConfigError(f"invalid audio span [{start_s!r}, {end_s!r}): start must be >= 0")
+        raise ValueError(f"invalid audio span [{start_s!r}, {end_s!r}): start must be >= 0")
     n = num_samples(start_s, end_s, sample_rate)
     if n < 1:
-        raise ConfigError(f"audio span [{start_s}, {end_s}) holds no sample at {sample_rate} Hz")
+        raise ValueError(f"audio span [{start_s}, {end_s}) holds no sample at {sample_rate} Hz")
     return n
 
 

@@ -91,9 +91,9 @@ def _check_frame(frame: np.ndarray) -> None:
     """Raise ConfigError unless ``frame`` is a uint8 (H, W, 3) array."""
     if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
         shape = getattr(frame, "shape", None)
-        raise ConfigError(f"frame must be an RGB array of shape (H, W, 3), got shape {shape}")
+        raise ValueError(f"frame must be an RGB array of shape (H, W, 3), got shape {shape}")
     if frame.dtype != np.uint8:
-        raise ConfigError(f"frame must be uint8, got dtype {frame.dtype}")
+        raise ValueError(f"frame must be uint8, got dtype {frame.dtype}")
 
 
 class FaceDetector(ABC):
@@ -526,7 +526,7 @@ def crop_and_resize(
     for t, (frame, crop) in enumerate(zip(frames, crop_boxes, strict=True)):
         x0, y0, x1, y1 = (int(v) for v in crop)
         if x1 <= x0 or y1 <= y0:
-            raise ConfigError(f"empty crop box {tuple(crop)} for frame {t}")
+            raise ValueError(f"empty crop box {tuple(crop)} for frame {t}")
         patch = _crop_one(frame, (x0, y0, x1, y1), pad_mode)
         shrink = patch.shape[0] > size or patch.shape[1] > size
         out[t] = cv2.resize(
@@ -631,7 +631,7 @@ def detect_and_crop(
         raise ConfigError(f"detect_every must be an integer >= 1, got {detect_every!r}")
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[0] < 1:
         shape = getattr(frames, "shape", None)
-        raise ConfigError(f"frames must be a (T, H, W, 3) array with T >= 1, got shape {shape}")
+        raise ValueError(f"frames must be a (T, H, W, 3) array with T >= 1, got shape {shape}")
     if (
         isinstance(smooth_window, bool)
         or not isinstance(smooth_window, int)

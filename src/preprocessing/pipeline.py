@@ -1,8 +1,11 @@
 """One video in, one stored sample out: decode frames, crop the face, cut the audio.
 
 :class:`VideoProcessor` holds what is expensive to build (the face detector) and
-is created once per worker process; calling it on a :class:`VideoTask` never
-raises for a bad video: it returns a :class:`TaskResult` whose ``error`` says why.
+is created once per worker process. Only building it can stop a run (a broken
+detector install, invalid detector options: :class:`~src.errors.ConfigError`);
+calling it on a :class:`VideoTask` never raises: any problem of one video, a
+stage's ``ValueError`` included, becomes a failed :class:`TaskResult` whose
+``error`` says why.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from src.config import Config
-from src.errors import ConfigError, DeepfakeDataError
+from src.errors import DeepfakeDataError
 from src.preprocessing.clip import decode_clip
 from src.preprocessing.faces import create_detector, detect_and_crop
 
@@ -86,9 +89,7 @@ class VideoProcessor:
         timings: dict[str, float] = {}
         try:
             sample = process_video(task, self.config, self.detector, timings)
-        except ConfigError:
-            raise  # the settings are wrong for every video: stop the run
-        except DeepfakeDataError as exc:
+        except (DeepfakeDataError, ValueError) as exc:  # a bad video, or data a stage rejects
             return TaskResult(task, None, str(exc), "failed", timings)
         except Exception as exc:  # a decoder bug must cost one video, not the run of thousands
             logger.exception("%s: unexpected error", task.relpath)

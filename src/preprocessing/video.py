@@ -271,11 +271,11 @@ def _check_indices(indices: Sequence[int] | np.ndarray) -> np.ndarray:
     """Return indices as a 1-D int64 array, or raise ConfigError."""
     arr = np.asarray(indices)
     if arr.ndim != 1 or arr.size == 0:
-        raise ConfigError(f"indices must be a non-empty 1-D sequence, got shape {arr.shape}")
+        raise ValueError(f"indices must be a non-empty 1-D sequence, got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
-        raise ConfigError(f"indices must be integers, got dtype {arr.dtype}")
+        raise ValueError(f"indices must be integers, got dtype {arr.dtype}")
     if arr.min() < 0:
-        raise ConfigError(f"indices must be >= 0, got {int(arr.min())}")
+        raise ValueError(f"indices must be >= 0, got {int(arr.min())}")
     return arr.astype(np.int64)
 
 
