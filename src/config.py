@@ -20,7 +20,7 @@ import yaml
 
 from src.data.codecs import CODECS
 from src.data.storage import backend_names
-from src.datasets.fakeavceleb import LABEL_POLICIES as _LABEL_POLICIES
+from src.datasets.catalog import catalog_spec
 from src.errors import ConfigError
 from src.preprocessing.registries import DETECTORS, EXECUTORS, FRAME_SELECTORS
 
@@ -46,7 +46,8 @@ __all__ = [
 # Choices that are extension points are read from their registries when a config is built,
 # so a plugin's registered name is accepted. FORMATS is the built-in snapshot, kept for callers.
 FORMATS = backend_names()
-LABEL_POLICIES = tuple(_LABEL_POLICIES)
+#: The built-in audio-visual label policies; each dataset's spec says which it accepts.
+LABEL_POLICIES = ("multimodal", "video", "audio")
 NO_FACE_POLICIES = ("center", "skip")
 GROUPINGS = ("source", "connected")
 
@@ -133,7 +134,8 @@ class DatasetConfig:
     label_policy: str = "multimodal"
 
     def __post_init__(self) -> None:
-        _choice("dataset", "label_policy", self.label_policy, LABEL_POLICIES)
+        # The policies are the chosen dataset's (its DatasetSpec); an unknown dataset name fails here too.
+        _choice("dataset", "label_policy", self.label_policy, tuple(catalog_spec(self.name).label_policies))
 
 
 @dataclass(frozen=True)

@@ -54,3 +54,23 @@ def test_preprocess_cli_loads_plugins_from_the_environment(demo_root, tmp_path):
     assert (tmp_path / "MiniSet" / "train" / "metadata.json").is_file()
     r = subprocess.run(args, cwd=REPO, env=dict(env, DEEPFAKE_DATA_PLUGINS="no_such_plugin_module"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "cannot import plugin module 'no_such_plugin_module'" in r.stderr
+
+
+def test_a_catalogs_spec_drives_label_policies_and_metadata_json(demo_root, tmp_path):
+    import json
+
+    from src.datasets.catalog import CATALOGS, DatasetCatalog, DatasetSpec
+    from src.errors import ConfigError
+
+    spec = DatasetSpec(label_policies={"video": lambda v, a: v}, summary_fields=("video_path", "label", "method"), count_fields=("method",))
+    CATALOGS.register("mini_spec", DatasetCatalog(spec, plugins.read_mini_catalog))
+    try:
+        base = {"dataset": {"name": "mini_spec", "input_dir": str(demo_root)}, "output": {"dir": str(tmp_path)}, "processing": {"executor": "serial", "limit": 2}}
+        with pytest.raises(ConfigError, match="dataset.label_policy: invalid value 'multimodal'; must be one of video"):
+            config_from_dict(base)
+        run_preprocessing(config_from_dict({**base, "dataset": {**base["dataset"], "label_policy": "video"}}))
+        doc = json.loads((tmp_path / "MiniSet" / "train" / "metadata.json").read_text())
+        assert doc["samples"] and all(list(s) == ["video_path", "label", "method"] for s in doc["samples"].values())
+        assert list(doc["counts"]) == ["method"]
+    finally:
+        CATALOGS.unregister("mini_spec")

@@ -9,11 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from src.registry import Registry
 
-__all__ = ["VideoRecord", "CatalogProblem", "Catalog", "CATALOGS", "get_catalog", "catalog_names"]
+__all__ = [
+    "AUDIO_VISUAL_POLICIES",
+    "CATALOGS",
+    "GENERIC_SPEC",
+    "Catalog",
+    "CatalogProblem",
+    "DatasetCatalog",
+    "DatasetSpec",
+    "VideoRecord",
+    "catalog_names",
+    "catalog_spec",
+    "get_catalog",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,9 @@ class VideoRecord:
         identity: The person the split groups by (FakeAVCeleb: ``source``).
         metadata: The spec's metadata fields (category, method, source, target1,
             target2, type, gender, race, ...).
+        linked_identities: Other people whose faces this video shows (a face
+            swap's target); ``splits.group_by: connected`` keeps them in the
+            split of ``identity``.
     """
 
     relpath: str
@@ -39,6 +54,7 @@ class VideoRecord:
     audio_label: int
     identity: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    linked_identities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,8 +87,62 @@ class Catalog:
     problems: list[CatalogProblem]
 
 
-#: Catalog readers ``fn(root, label_policy) -> Catalog`` by dataset name (``preprocess.py --dataset``).
-CATALOGS: Registry[Callable[[Path, str], Catalog]] = Registry("dataset", {"fakeavceleb": "src.datasets.fakeavceleb:read_catalog"})
+def _multimodal(video: int, audio: int) -> int:
+    return int(video or audio)
+
+
+def _video(video: int, audio: int) -> int:
+    return int(video)
+
+
+def _audio(video: int, audio: int) -> int:
+    return int(audio)
+
+
+#: The label policies of an audio-visual dataset: fake if either track is fake, or one track decides.
+AUDIO_VISUAL_POLICIES: dict[str, Callable[[int, int], int]] = {"multimodal": _multimodal, "video": _video, "audio": _audio}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the rest of the pipeline needs to know about a dataset, kept with its catalog.
+
+    Attributes:
+        label_policies: ``{policy name: fn(video_label, audio_label) -> label}``
+            (the values ``dataset.label_policy`` accepts).
+        index_fields: Fields worth indexing in the stores (``label`` plus metadata keys).
+        summary_fields: Per-sample fields of ``metadata.json`` (``label`` is the
+            sample label; the others are metadata keys).
+        count_fields: Fields ``metadata.json`` counts samples by.
+    """
+
+    label_policies: Mapping[str, Callable[[int, int], int]] = field(default_factory=lambda: dict(AUDIO_VISUAL_POLICIES))
+    index_fields: tuple[str, ...] = ("label",)
+    summary_fields: tuple[str, ...] = ("video_path", "label", "num_frames", "face_found", "has_audio")
+    count_fields: tuple[str, ...] = ("label",)
+
+
+#: The spec of a catalog registered as a bare reader function.
+GENERIC_SPEC = DatasetSpec()
+
+
+@dataclass(frozen=True)
+class DatasetCatalog:
+    """A registered dataset: its :class:`DatasetSpec` and its reader.
+
+    Calling it reads the catalog: ``catalog(root, label_policy) -> Catalog``.
+    """
+
+    spec: DatasetSpec
+    read: Callable[[Path, str], Catalog]
+
+    def __call__(self, root: Path, label_policy: str) -> Catalog:
+        return self.read(root, label_policy)
+
+
+#: Datasets by name (``preprocess.py --dataset``): :class:`DatasetCatalog` objects, or plain
+#: reader functions ``fn(root, label_policy) -> Catalog`` (which get :data:`GENERIC_SPEC`).
+CATALOGS: Registry[Any] = Registry("dataset", {"fakeavceleb": "src.datasets.fakeavceleb:CATALOG"})
 
 
 def catalog_names() -> tuple[str, ...]:
@@ -87,3 +157,12 @@ def get_catalog(name: str) -> Callable[[Path, str], Catalog]:
         ConfigError: Unknown dataset name (the message lists the known ones).
     """
     return CATALOGS.get(name.lower() if name.lower() in CATALOGS else name)
+
+
+def catalog_spec(name: str) -> DatasetSpec:
+    """The :class:`DatasetSpec` of a dataset name.
+
+    Raises:
+        ConfigError: Unknown dataset name.
+    """
+    return getattr(get_catalog(name), "spec", GENERIC_SPEC)

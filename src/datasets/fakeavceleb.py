@@ -18,10 +18,21 @@ import csv
 import logging
 from pathlib import Path, PurePosixPath
 
-from src.datasets.catalog import Catalog, CatalogProblem, VideoRecord
+from src.datasets.catalog import AUDIO_VISUAL_POLICIES, Catalog, CatalogProblem, DatasetCatalog, DatasetSpec, VideoRecord
 from src.errors import ConfigError, DatasetError
 
-__all__ = ["DATASET_NAME", "META_FILE", "EXPECTED_HEADER", "CATEGORY_LABELS", "LABEL_POLICIES", "read_catalog", "labels_for"]
+__all__ = [
+    "CATALOG",
+    "CATEGORY_LABELS",
+    "DATASET_NAME",
+    "EXPECTED_HEADER",
+    "LABEL_POLICIES",
+    "LINKED_IDENTITY_FIELDS",
+    "META_FILE",
+    "SPEC",
+    "labels_for",
+    "read_catalog",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +44,18 @@ CATEGORY_LABELS = {"A": (0, 0), "B": (0, 1), "C": (1, 0), "D": (1, 1)}
 _DIR_PREFIXES = ("FakeAVCeleb/", "FakeAVCeleb_v1.2/")
 
 
-def _multimodal(video: int, audio: int) -> int:
-    return int(video or audio)
+LABEL_POLICIES = AUDIO_VISUAL_POLICIES
+#: Identity columns of a fake besides its source (a face swap's targets); "-" means none.
+LINKED_IDENTITY_FIELDS = ("target1", "target2")
+_NO_IDENTITY = ("", "-")
 
-
-LABEL_POLICIES = {
-    "multimodal": _multimodal,
-    "video": lambda video, audio: video,
-    "audio": lambda video, audio: audio,
-}
+#: What the pipeline needs to know about FakeAVCeleb (the spec's index fields and metadata.json fields).
+SPEC = DatasetSpec(
+    label_policies=LABEL_POLICIES,
+    index_fields=("label", "category", "method"),
+    summary_fields=("video_path", "label", "category", "method", "source", "num_frames", "face_found", "has_audio"),
+    count_fields=("label", "category", "method"),
+)
 
 
 def labels_for(category: str, policy: str) -> tuple[int, int, int]:
@@ -140,7 +154,12 @@ def read_catalog(root: str | Path, label_policy: str = "multimodal") -> Catalog:
             audio_label=audio_label,
             identity=fields["source"],
             metadata=metadata,
+            linked_identities=tuple(fields[k] for k in LINKED_IDENTITY_FIELDS if fields[k] not in _NO_IDENTITY),
         )
     if problems:
         logger.warning("%s: skipped %d of %d rows (see the run report)", meta_path, len(problems), len(rows) - 1)
     return Catalog(name=DATASET_NAME, records=[records[k] for k in sorted(records)], problems=problems)
+
+
+#: The registered dataset (``--dataset fakeavceleb``).
+CATALOG = DatasetCatalog(SPEC, read_catalog)

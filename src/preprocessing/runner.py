@@ -23,7 +23,7 @@ from typing import Any
 from src.config import Config, config_to_dict
 from src.data.fsio import atomic_write
 from src.data.storage import DEFAULT_STORE_NAMES, Storage, open_storage
-from src.datasets.catalog import Catalog, get_catalog
+from src.datasets.catalog import Catalog, DatasetSpec, catalog_spec, get_catalog
 from src.errors import IncompleteStoreError, StorageError
 from src.preprocessing.executors import run_tasks
 from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
@@ -116,8 +116,7 @@ def plan_tasks(catalog: Catalog, config: Config) -> tuple[list[VideoTask], str]:
     s = config.splits
     group_of = {rec.identity: rec.identity for rec in catalog.records}
     if s.group_by == "connected":
-        borrowed = [(rec.identity, *(rec.metadata.get(k, "") for k in ("target1", "target2"))) for rec in catalog.records]
-        group_of = connected_groups([[i for i in ids if i and i != "-"] for ids in borrowed])
+        group_of = connected_groups([[rec.identity, *rec.linked_identities] for rec in catalog.records])
         sizes = Counter(group_of[rec.identity] for rec in catalog.records)
         logger.info("splits.group_by connected: %d identity groups, the largest holds %d of %d videos", len(sizes), max(sizes.values()), len(catalog.records))
     labels: dict[str, set[int]] = {}
@@ -191,22 +190,13 @@ def _open_stores(root: Path, config: Config, fingerprint: str, overwrite: bool) 
     return stores
 
 
-def _write_split_metadata(root: Path, split: str, store: Storage, config: Config, fingerprint: str) -> int:
+def _write_split_metadata(root: Path, split: str, store: Storage, config: Config, fingerprint: str, spec: DatasetSpec) -> int:
     keys = store.get_all_keys()
     samples = {}
     for key in keys:
         label, meta = store.retrieve_metadata(key)
-        samples[key] = {
-            "video_path": meta.get("video_path"),
-            "label": label,
-            "category": meta.get("category"),
-            "method": meta.get("method"),
-            "source": meta.get("source"),
-            "num_frames": meta.get("num_frames"),
-            "face_found": meta.get("face_found"),
-            "has_audio": meta.get("has_audio"),
-        }
-    counts = {f: dict(sorted(Counter(str(s[f]) for s in samples.values()).items())) for f in ("label", "category", "method")}
+        samples[key] = {f: label if f == "label" else meta.get(f) for f in spec.summary_fields}
+    counts = {f: dict(sorted(Counter(str(s.get(f)) for s in samples.values()).items())) for f in spec.count_fields}
     meta = store.meta
     _atomic_write_json(
         root / split / METADATA_NAME,
@@ -251,6 +241,7 @@ def run_preprocessing(
     """
     started = time.perf_counter()
     catalog = get_catalog(config.dataset.name)(Path(config.dataset.input_dir), config.dataset.label_policy)
+    spec = catalog_spec(config.dataset.name)
     root = Path(config.output.dir) / catalog.name
     _check_writable(root)
     tasks, fingerprint = plan_tasks(catalog, config)
@@ -310,7 +301,7 @@ def run_preprocessing(
 
     for split in SPLITS:
         with open_storage(root / split / DEFAULT_STORE_NAMES[config.output.format], "r", config.output.format) as store:
-            report.split_counts[split] = _write_split_metadata(root, split, store, config, fingerprint)
+            report.split_counts[split] = _write_split_metadata(root, split, store, config, fingerprint, spec)
     report.wall_seconds = round(time.perf_counter() - started, 3)
     _atomic_write_json(root / REPORT_NAME, {**report.to_dict(), "config": config_to_dict(config)})
     return report
