@@ -205,7 +205,8 @@ def write_video(
 ) -> int:
     """Encode RGB frames (and optionally planar float audio) into a video file.
 
-    Video is yuv420p; with ``libx264`` the preset is ``veryfast``. Audio is AAC
+    Video is yuv420p; with ``libx264`` the preset is ``veryfast``. The encoder runs
+    on one thread, so the same frames always give the same bytes. Audio is AAC
     (``fltp``). Audio packets are interleaved with the video as the muxer expects.
 
     Args:
@@ -238,6 +239,9 @@ def write_video(
                 vstream.pix_fmt = "yuv420p"
                 if codec == "libx264":
                     vstream.options = {"preset": "veryfast", "crf": str(crf)}
+                # x264's output depends on its thread count, and "auto" follows the CPU
+                # affinity of the calling thread, which other libraries may pin: fix it.
+                vstream.codec_context.thread_count = 1
                 if audio is not None:
                     astream = container.add_stream(
                         "aac", rate=sample_rate, layout=_LAYOUTS[audio.shape[0]]
