@@ -126,16 +126,23 @@ class DatasetConfig:
         name: Dataset catalog name (``fakeavceleb`` or ``demo``).
         input_dir: Dataset root holding ``meta_data.csv``.
         label_policy: ``multimodal`` (fake if video or audio is fake),
-            ``video`` or ``audio``.
+            ``video`` or ``audio`` (the policies the chosen dataset offers).
+        compression: FaceForensics++ quality folder (``raw``, ``c23``, ``c40``);
+            ignored by datasets without one.
+        include_unlabelled: Also store a dataset's unlabelled videos (AV-Deepfake1M's
+            ``test/``) in the test split, with label -1; off by default.
     """
 
     name: str = "fakeavceleb"
     input_dir: str = "data/raw/FakeAVCeleb_v1.2"
     label_policy: str = "multimodal"
+    compression: str = "c23"
+    include_unlabelled: bool = False
 
     def __post_init__(self) -> None:
         # The policies are the chosen dataset's (its DatasetSpec); an unknown dataset name fails here too.
         _choice("dataset", "label_policy", self.label_policy, tuple(catalog_spec(self.name).label_policies))
+        _choice("dataset", "compression", self.compression, ("raw", "c23", "c40"))
 
 
 @dataclass(frozen=True)
@@ -227,6 +234,9 @@ class SplitsConfig:
             or ``connected`` (also keep every identity a fake borrows, target1
             and target2, with its source: identities linked through any video
             share a split, so no face crosses splits; may leave few, large groups).
+        official: Keep the split a dataset's own split file or field gives a video
+            (FaceForensics++, Celeb-DF's test list, LAV-DF, ...); the ratios then
+            divide only the videos without one. ``false`` ignores official splits.
     """
 
     train: float = 0.70
@@ -234,6 +244,7 @@ class SplitsConfig:
     test: float = 0.15
     seed: int = 42
     group_by: str = "source"
+    official: bool = True
 
     def __post_init__(self) -> None:
         _choice("splits", "group_by", self.group_by, GROUPINGS)
