@@ -25,6 +25,7 @@ __all__ = [
     "catalog_names",
     "catalog_spec",
     "get_catalog",
+    "read_dataset",
 ]
 
 
@@ -45,6 +46,10 @@ class VideoRecord:
         linked_identities: Other people whose faces this video shows (a face
             swap's target); ``splits.group_by: connected`` keeps them in the
             split of ``identity``.
+        split: The split the dataset's own split file or field gives the video
+            (``split_origin: official``), or None.
+        split_pool: The splits a generated split may choose for it (Celeb-DF's
+            unlisted videos: train or val; the official test set is fixed).
     """
 
     relpath: str
@@ -55,21 +60,25 @@ class VideoRecord:
     identity: str
     metadata: dict[str, Any] = field(default_factory=dict)
     linked_identities: tuple[str, ...] = ()
+    split: str | None = None
+    split_pool: tuple[str, ...] = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class CatalogProblem:
-    """A row of the dataset's metadata that was skipped, and why.
+    """A row of the dataset's metadata that was skipped (or fixed), and why.
 
     Attributes:
-        line: Line number in the metadata file (1 = header).
+        line: Line number in the metadata file (1 = header), or entry number.
         reason: What was wrong.
         relpath: The video the row points at, when known.
+        skipped: False for a row that was kept after a fix (a rewritten ``\\`` path).
     """
 
     line: int
     reason: str
     relpath: str | None = None
+    skipped: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,12 +123,16 @@ class DatasetSpec:
         summary_fields: Per-sample fields of ``metadata.json`` (``label`` is the
             sample label; the others are metadata keys).
         count_fields: Fields ``metadata.json`` counts samples by.
+        dir_name: The dataset's usual folder name (``FaceForensics++``): the default
+            input folder beside the configured one, when ``--dataset`` names
+            another dataset than the config file and no ``--input-dir`` is given.
     """
 
     label_policies: Mapping[str, Callable[[int, int], int]] = field(default_factory=lambda: dict(AUDIO_VISUAL_POLICIES))
     index_fields: tuple[str, ...] = ("label",)
     summary_fields: tuple[str, ...] = ("video_path", "label", "num_frames", "face_found", "has_audio")
     count_fields: tuple[str, ...] = ("label",)
+    dir_name: str | None = None
 
 
 #: The spec of a catalog registered as a bare reader function.
@@ -130,19 +143,37 @@ GENERIC_SPEC = DatasetSpec()
 class DatasetCatalog:
     """A registered dataset: its :class:`DatasetSpec` and its reader.
 
-    Calling it reads the catalog: ``catalog(root, label_policy) -> Catalog``.
+    Calling it reads the catalog: ``catalog(root, label_policy, **options) -> Catalog``.
+
+    Attributes:
+        spec: What the pipeline needs to know about the dataset.
+        read: ``fn(root, label_policy, **options) -> Catalog``.
+        options: Names of the ``dataset:`` config keys the reader takes as keyword
+            arguments (FaceForensics++: ``compression``).
     """
 
     spec: DatasetSpec
-    read: Callable[[Path, str], Catalog]
+    read: Callable[..., Catalog]
+    options: tuple[str, ...] = ()
 
-    def __call__(self, root: Path, label_policy: str) -> Catalog:
-        return self.read(root, label_policy)
+    def __call__(self, root: Path, label_policy: str, **options: Any) -> Catalog:
+        return self.read(root, label_policy, **{k: v for k, v in options.items() if k in self.options})
 
 
 #: Datasets by name (``preprocess.py --dataset``): :class:`DatasetCatalog` objects, or plain
 #: reader functions ``fn(root, label_policy) -> Catalog`` (which get :data:`GENERIC_SPEC`).
-CATALOGS: Registry[Any] = Registry("dataset", {"fakeavceleb": "src.datasets.fakeavceleb:CATALOG"})
+CATALOGS: Registry[Any] = Registry(
+    "dataset",
+    {
+        "fakeavceleb": "src.datasets.fakeavceleb:CATALOG",
+        "faceforensics": "src.datasets.faceforensics:CATALOG",
+        "celebdf": "src.datasets.celebdf:CATALOG",
+        "dfdc": "src.datasets.dfdc:CATALOG",
+        "lavdf": "src.datasets.lavdf:CATALOG",
+        "avdeepfake1m": "src.datasets.avdeepfake1m:CATALOG",
+        "folder": "src.datasets.folder:CATALOG",
+    },
+)
 
 
 def catalog_names() -> tuple[str, ...]:
@@ -157,6 +188,26 @@ def get_catalog(name: str) -> Callable[[Path, str], Catalog]:
         ConfigError: Unknown dataset name (the message lists the known ones).
     """
     return CATALOGS.get(name.lower() if name.lower() in CATALOGS else name)
+
+
+def read_dataset(name: str, root: str | Path, label_policy: str, **options: Any) -> Catalog:
+    """Read a dataset's catalog by name, passing the ``dataset:`` options its reader takes.
+
+    Args:
+        name: Registered dataset name.
+        root: Dataset root.
+        label_policy: One of the dataset's label policies.
+        **options: ``dataset:`` config values (e.g. ``compression``); a reader gets
+            only the ones it declares.
+
+    Raises:
+        ConfigError: Unknown dataset name.
+        DatasetError: The root or its metadata cannot be read.
+    """
+    catalog = get_catalog(name)
+    if isinstance(catalog, DatasetCatalog):
+        return catalog(Path(root), label_policy, **options)
+    return catalog(Path(root), label_policy)
 
 
 def catalog_spec(name: str) -> DatasetSpec:

@@ -19,6 +19,7 @@ import logging
 from pathlib import Path, PurePosixPath
 
 from src.datasets.catalog import AUDIO_VISUAL_POLICIES, Catalog, CatalogProblem, DatasetCatalog, DatasetSpec, VideoRecord
+from src.datasets.layout import locate_root
 from src.errors import ConfigError, DatasetError
 
 __all__ = [
@@ -53,8 +54,9 @@ _NO_IDENTITY = ("", "-")
 SPEC = DatasetSpec(
     label_policies=LABEL_POLICIES,
     index_fields=("label", "category", "method"),
-    summary_fields=("video_path", "label", "category", "method", "source", "num_frames", "face_found", "has_audio"),
+    summary_fields=("video_path", "label", "category", "method", "source", "split_origin", "num_frames", "face_found", "has_audio"),
     count_fields=("label", "category", "method"),
+    dir_name=DATASET_NAME,
 )
 
 
@@ -100,12 +102,8 @@ def read_catalog(root: str | Path, label_policy: str = "multimodal") -> Catalog:
     """
     if label_policy not in LABEL_POLICIES:
         raise ConfigError(f"unknown label policy {label_policy!r}; must be one of {', '.join(LABEL_POLICIES)}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"input root not found: {root} (expected the FakeAVCeleb_v1.2 folder holding {META_FILE})")
+    root = locate_root(root, lambda p: (p / META_FILE).is_file(), f"{META_FILE} (the FakeAVCeleb_v1.2 folder)")
     meta_path = root / META_FILE
-    if not meta_path.is_file():
-        raise DatasetError(f"{meta_path} not found: is {root} the FakeAVCeleb_v1.2 folder?")
     real_root = root.resolve()
     records: dict[str, VideoRecord] = {}
     problems: list[CatalogProblem] = []
@@ -145,7 +143,7 @@ def read_catalog(root: str | Path, label_policy: str = "multimodal") -> Catalog:
             continue
         label, video_label, audio_label = labels_for(category, label_policy)
         metadata = {k: fields[k] for k in ("category", "method", "source", "target1", "target2", "type", "gender", "race")}
-        metadata["video_path"] = rel
+        metadata.update(dataset="fakeavceleb", video_path=rel)
         records[rel] = VideoRecord(
             relpath=rel,
             path=root / rel,

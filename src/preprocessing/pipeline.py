@@ -21,6 +21,7 @@ from src.config import Config
 from src.errors import DeepfakeDataError
 from src.preprocessing.clip import decode_clip
 from src.preprocessing.faces import create_detector, detect_and_crop
+from src.preprocessing.temporal import temporal_metadata
 
 __all__ = ["VideoTask", "TaskResult", "VideoProcessor", "process_video"]
 
@@ -162,4 +163,5 @@ def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[
         metadata.update(has_audio=clip.has_audio, audio_sample_rate=audio_cfg.sample_rate, audio_span_s=[round(start_s, 4), round(end_s, 4)])
     else:
         metadata.update(has_audio=False, audio_sample_rate=None)
+    metadata.update(temporal_metadata(metadata, indices, info.fps, clip.audio_span if clip.audio is not None else None))
     return sample

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.config import Config, config_to_dict
+from src.config import Config, SplitsConfig, config_to_dict
 from src.data.fsio import atomic_write
 from src.data.storage import DEFAULT_STORE_NAMES, Storage, open_storage
-from src.datasets.catalog import Catalog, DatasetSpec, catalog_spec, get_catalog
+from src.datasets.catalog import Catalog, DatasetSpec, VideoRecord, catalog_spec, read_dataset
 from src.errors import IncompleteStoreError, StorageError
 from src.preprocessing.executors import run_tasks
 from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
@@ -69,7 +69,9 @@ class RunReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
     skipped_no_face: list[dict[str, Any]] = field(default_factory=list)
     skipped_rows: list[dict[str, Any]] = field(default_factory=list)
+    catalog_notes: list[dict[str, Any]] = field(default_factory=list)
     split_counts: dict[str, int] = field(default_factory=dict)
+    split_labels: dict[str, dict[str, int]] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
     workers: int = 0
@@ -105,6 +107,30 @@ def _sample_settings(config: Config) -> dict[str, Any]:
     }
 
 
+def _generated_splits(records: list[VideoRecord], s: SplitsConfig) -> dict[str, str]:
+    """Split the videos without an official split: identity groups divided by the ratios,
+    each record within the splits of its ``split_pool`` (all three when official splits are off)."""
+    group_of = {rec.identity: rec.identity for rec in records}
+    if s.group_by == "connected" and records:
+        group_of = connected_groups([[rec.identity, *rec.linked_identities] for rec in records])
+        sizes = Counter(group_of[rec.identity] for rec in records)
+        logger.info("splits.group_by connected: %d identity groups, the largest holds %d of %d videos", len(sizes), max(sizes.values()), len(records))
+    ratio = dict(zip(SPLITS, (s.train, s.val, s.test)))
+    by_pool: dict[tuple[str, ...], dict[str, set[int]]] = {}
+    for rec in records:
+        pool = rec.split_pool if s.official else SPLITS
+        by_pool.setdefault(tuple(pool), {}).setdefault(group_of[rec.identity], set()).add(rec.label)
+    group_split: dict[tuple[tuple[str, ...], str], str] = {}
+    for pool, labels in by_pool.items():
+        weights = [ratio[name] if name in pool else 0.0 for name in SPLITS]
+        if sum(weights) <= 0:  # the ratios give none of the pool's splits: its first one takes all
+            weights = [1.0 if name == pool[0] else 0.0 for name in SPLITS]
+        total = sum(weights)
+        for group, split in assign_splits(labels, [w / total for w in weights], s.seed).items():
+            group_split[pool, group] = split
+    return {rec.relpath: group_split[tuple(rec.split_pool if s.official else SPLITS), group_of[rec.identity]] for rec in records}
+
+
 def plan_tasks(catalog: Catalog, config: Config) -> tuple[list[VideoTask], str]:
     """Assign every catalog video a split and key.
 
@@ -114,27 +140,20 @@ def plan_tasks(catalog: Catalog, config: Config) -> tuple[list[VideoTask], str]:
         sample-shaping settings.
     """
     s = config.splits
-    group_of = {rec.identity: rec.identity for rec in catalog.records}
-    if s.group_by == "connected":
-        group_of = connected_groups([[rec.identity, *rec.linked_identities] for rec in catalog.records])
-        sizes = Counter(group_of[rec.identity] for rec in catalog.records)
-        logger.info("splits.group_by connected: %d identity groups, the largest holds %d of %d videos", len(sizes), max(sizes.values()), len(catalog.records))
-    labels: dict[str, set[int]] = {}
-    for rec in catalog.records:
-        labels.setdefault(group_of[rec.identity], set()).add(rec.label)
-    group_split = assign_splits(labels, (s.train, s.val, s.test), s.seed)
-    split_of = {ident: group_split[group] for ident, group in group_of.items()}
+    split_of = {rec.relpath: rec.split for rec in catalog.records if s.official and rec.split}
+    split_of.update(_generated_splits([rec for rec in catalog.records if rec.relpath not in split_of], s))
     by_rel = {rec.relpath: rec for rec in catalog.records}
-    assignments = assign_keys([(rec.relpath, split_of[rec.identity]) for rec in catalog.records])
+    assignments = assign_keys([(rec.relpath, split_of[rec.relpath]) for rec in catalog.records])
     tasks = []
     digest = hashlib.sha256(json.dumps(_sample_settings(config), sort_keys=True).encode())
     for rel in interleave_for_limit(assignments):
         a, rec = assignments[rel], by_rel[rel]
-        tasks.append(VideoTask(a.key, a.split, rel, str(rec.path), rec.label, rec.video_label, rec.audio_label, dict(rec.metadata)))
+        metadata = {**rec.metadata, "split_origin": "official" if s.official and rec.split else "generated"}
+        tasks.append(VideoTask(a.key, a.split, rel, str(rec.path), rec.label, rec.video_label, rec.audio_label, metadata))
     counts = Counter(a.split for a in assignments.values())
     empty = [name for name, ratio in zip(SPLITS, (s.train, s.val, s.test)) if ratio > 0 and not counts.get(name)]
     if empty and catalog.records:
-        logger.warning("split(s) %s get no videos (%d identity groups for %d videos; splits.group_by: %s)", ", ".join(empty), len(labels), len(catalog.records), s.group_by)
+        logger.warning("split(s) %s get no videos (%d videos; splits.group_by: %s, splits.official: %s)", ", ".join(empty), len(catalog.records), s.group_by, s.official)
     for rel in sorted(assignments):
         digest.update(f"{rel}\0{assignments[rel].split}\0{assignments[rel].key}\n".encode())
     return tasks, digest.hexdigest()
@@ -190,7 +209,7 @@ def _open_stores(root: Path, config: Config, fingerprint: str, overwrite: bool) 
     return stores
 
 
-def _write_split_metadata(root: Path, split: str, store: Storage, config: Config, fingerprint: str, spec: DatasetSpec) -> int:
+def _write_split_metadata(root: Path, split: str, store: Storage, config: Config, fingerprint: str, spec: DatasetSpec) -> tuple[int, dict[str, int]]:
     keys = store.get_all_keys()
     samples = {}
     for key in keys:
@@ -215,7 +234,7 @@ def _write_split_metadata(root: Path, split: str, store: Storage, config: Config
             "samples": samples,
         },
     )
-    return len(keys)
+    return len(keys), counts.get("label", dict(Counter(str(s["label"]) for s in samples.values())))
 
 
 def run_preprocessing(
@@ -240,7 +259,8 @@ def run_preprocessing(
             or a write failure (e.g. the disk is full).
     """
     started = time.perf_counter()
-    catalog = get_catalog(config.dataset.name)(Path(config.dataset.input_dir), config.dataset.label_policy)
+    ds = config.dataset
+    catalog = read_dataset(ds.name, ds.input_dir, ds.label_policy, compression=ds.compression, include_unlabelled=ds.include_unlabelled)
     spec = catalog_spec(config.dataset.name)
     root = Path(config.output.dir) / catalog.name
     _check_writable(root)
@@ -253,7 +273,8 @@ def run_preprocessing(
         output_root=str(root),
         format=config.output.format,
         catalog_videos=len(catalog.records),
-        skipped_rows=[{"line": p.line, "reason": p.reason, "video_path": p.relpath} for p in catalog.problems],
+        skipped_rows=[{"line": p.line, "reason": p.reason, "video_path": p.relpath} for p in catalog.problems if p.skipped],
+        catalog_notes=[{"line": p.line, "reason": p.reason, "video_path": p.relpath} for p in catalog.problems if not p.skipped],
         workers=config.processing.num_workers,
     )
     VideoProcessor(config)  # fail fast on a broken detector install, before any store is touched
@@ -301,7 +322,7 @@ def run_preprocessing(
 
     for split in SPLITS:
         with open_storage(root / split / DEFAULT_STORE_NAMES[config.output.format], "r", config.output.format) as store:
-            report.split_counts[split] = _write_split_metadata(root, split, store, config, fingerprint, spec)
+            report.split_counts[split], report.split_labels[split] = _write_split_metadata(root, split, store, config, fingerprint, spec)
     report.wall_seconds = round(time.perf_counter() - started, 3)
     _atomic_write_json(root / REPORT_NAME, {**report.to_dict(), "config": config_to_dict(config)})
     return report
