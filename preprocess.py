@@ -31,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help=f"dataset catalog: {', '.join(catalog_names())}")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/preprocessing.yaml)")
-    parser.add_argument("--input-dir", help="dataset root holding meta_data.csv (default: dataset.input_dir)")
+    parser.add_argument(
+        "--input-dir", help="dataset root (default: dataset.input_dir; for another dataset than the config's, its usual folder beside it)"
+    )
     parser.add_argument("--output-dir", help="parent of the dataset's output folder (default: output.dir)")
     parser.add_argument("--format", choices=backend_names(), help="store format (default: output.format)")
     parser.add_argument("--codec", choices=CODECS, help="clip codec (default: output.codec)")
@@ -44,19 +46,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _print_summary(report) -> None:
-    rows = [("split", "samples")] + [(s, str(n)) for s, n in report.split_counts.items()]
+    labels = sorted({label for counts in report.split_labels.values() for label in counts})
+    names = {"0": "real", "1": "fake", "-1": "unlabelled"}
+    header = ("split", "samples", *(names.get(label, f"label {label}") for label in labels))
     print(f"\n{report.dataset} -> {report.output_root} ({report.format})")
-    for name, value in rows:
-        print(f"  {name:<8}{value:>9}")
+    print("  " + "".join(f"{h:<8}" if i == 0 else f"{h:>11}" for i, h in enumerate(header)))
+    for split, n in report.split_counts.items():
+        cells = [str(n), *(str(report.split_labels.get(split, {}).get(label, 0)) for label in labels)]
+        print(f"  {split:<8}" + "".join(f"{c:>11}" for c in cells))
     print(
         f"  this run: {report.stored} stored, {len(report.failed)} failed, {len(report.skipped_no_face)} skipped (no face), "
-        f"{report.already_stored} already stored, {len(report.skipped_rows)} CSV rows skipped"
+        f"{report.already_stored} already stored, {len(report.skipped_rows)} metadata rows skipped, {len(report.catalog_notes)} fixed"
     )
     print(f"  {report.wall_seconds:.1f} s wall, {report.videos_per_second:.2f} videos/s with {report.workers} workers")
     for failure in report.failed[:10]:
         print(f"  failed: {failure['video_path']}: {failure['reason']}")
     if len(report.failed) > 10:
         print(f"  ... and {len(report.failed) - 10} more in {report.output_root}/preprocess_report.json")
+
+
+def _default_input_dir(config_path: str, dataset: str) -> str | None:
+    """The config's input folder; for another dataset than the config's, its usual folder beside it.
+
+    ``--dataset faceforensics`` with the default config reads ``data/raw/FaceForensics++``.
+    """
+    from src.datasets.catalog import catalog_spec
+
+    base = load_config(config_path).dataset
+    if base.name.lower() == dataset.lower():
+        return None
+    dir_name = catalog_spec(dataset).dir_name
+    return str(Path(base.input_dir).parent / dir_name) if dir_name else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             "output": {"dir": args.output_dir, "format": args.format, "codec": args.codec},
             "processing": {"workers": args.workers, "limit": args.limit},
         }
-        config = load_config(args.config, overrides)
         from src.datasets.catalog import get_catalog
-        from src.preprocessing.runner import run_preprocessing
 
-        get_catalog(config.dataset.name)  # unknown names fail before any work
+        get_catalog(args.dataset)  # unknown names fail before any work
+        if args.input_dir is None:
+            overrides["dataset"]["input_dir"] = _default_input_dir(args.config, args.dataset)
+        config = load_config(args.config, overrides)
+        from src.preprocessing.runner import run_preprocessing
         bar = None
         if not args.no_progress:
             from tqdm import tqdm
