@@ -181,8 +181,21 @@ class FacesConfig:
         refine_iou: Adaptive detection: where two neighbouring detections
             overlap less than this IoU (the face moved, or one frame has no
             face), also detect halfway between, recursively. ``null`` disables.
-        max_side: Frames whose longer side exceeds this are downscaled for detection.
+        max_side: Longest side of a full-frame detection image (caps the upscale
+            that ``min_face_px`` asks for).
         on_no_face: ``center`` (keep, centre crop, ``face_found: false``) or ``skip``.
+        min_face_px: Smallest face side to find, in source pixels: full-frame
+            detection runs at the scale that brings it to the detector's minimum.
+        track_face_px: Once found, the face is tracked in a region around it,
+            scaled so the face has this many pixels.
+        cut_threshold: Histogram distance between consecutive stored frames that
+            starts a new shot (no box is carried across it); ``null`` disables.
+        landmarks: Landmark model (``dlib5``: public domain; ``dlib68``: iBUG
+            300-W, non-commercial), or ``null``.
+        align: Warp each frame with the landmarks' similarity to the ArcFace
+            template (scaled by ``margin``); false: square crops around the box.
+        absent: What a frame without the face stores: ``hold`` (the nearest
+            present frame's crop window) or ``black``; its ``face_presence`` is false.
     """
 
     detector: str = "dlib_hog"
@@ -190,8 +203,14 @@ class FacesConfig:
     margin: float = 1.3
     detect_every: int = 8
     refine_iou: float | None = 0.5
-    max_side: int = 320
+    max_side: int = 1920
     on_no_face: str = "center"
+    min_face_px: int = 40
+    track_face_px: int = 110
+    cut_threshold: float | None = 0.5
+    landmarks: str | None = "dlib5"
+    align: bool = True
+    absent: str = "hold"
 
     def __post_init__(self) -> None:
         _choice("faces", "detector", self.detector, DETECTORS.names())
@@ -203,6 +222,17 @@ class FacesConfig:
             raise ConfigError(f"faces.refine_iou: must be in (0, 1] or null; got {self.refine_iou!r}")
         if self.margin < 1.0:
             raise ConfigError(f"faces.margin: must be >= 1.0; got {self.margin!r}")
+        _positive("faces", "min_face_px", self.min_face_px)
+        _positive("faces", "track_face_px", self.track_face_px)
+        _choice("faces", "absent", self.absent, ("hold", "black"))
+        if self.landmarks is not None:
+            from src.preprocessing.landmarks import LANDMARKERS
+
+            _choice("faces", "landmarks", self.landmarks, LANDMARKERS.names())
+        if self.align and self.landmarks is None:
+            raise ConfigError("faces.align: true needs faces.landmarks (dlib5 or dlib68); set align: false for square crops")
+        if self.cut_threshold is not None and not 0.0 < self.cut_threshold <= 1.0:
+            raise ConfigError(f"faces.cut_threshold: must be in (0, 1] or null; got {self.cut_threshold!r}")
 
 
 @dataclass(frozen=True)
@@ -262,22 +292,39 @@ class ProcessingConfig:
     """How the preprocessing run executes.
 
     Attributes:
-        workers: Worker processes (``null``: the CPU cores this process may use).
-        executor: ``process`` (a process pool) or ``serial`` (in-process, for debugging).
+        workers: Worker processes, or Ray actors (``null``: the CPU cores this
+            process may use; executor ``ray`` with a ``ray_address``: one actor
+            per CPU of the cluster).
+        executor: ``process`` (a process pool), ``serial`` (in-process, for
+            debugging) or ``ray`` (Ray actors, local or on a cluster).
         limit: Process at most this many videos (``null``: all).
         max_in_flight: Videos submitted ahead of the writer, per worker (bounds memory).
+        ray_address: Executor ``ray``: null starts a local Ray instance; ``auto`` or
+            ``HOST:PORT`` joins that cluster.
+        max_retries: Executor ``ray``: retries of a video whose worker died (a crash,
+            a lost node); then it is reported failed.
     """
 
     workers: int | None = None
     executor: str = "process"
     limit: int | None = None
     max_in_flight: int = 4
+    ray_address: str | None = None
+    max_retries: int = 2
 
     def __post_init__(self) -> None:
         _positive("processing", "workers", self.workers, allow_none=True)
         _positive("processing", "limit", self.limit, allow_none=True)
         _positive("processing", "max_in_flight", self.max_in_flight)
         _choice("processing", "executor", self.executor, EXECUTORS.names())
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise ConfigError(f"processing.max_retries: must be 0 or more; got {self.max_retries!r}")
+        if self.ray_address is not None:
+            host, _, port = str(self.ray_address).rpartition(":")
+            if self.ray_address != "auto" and not (host and port.isdigit() and 0 < int(port) < 65536):
+                raise ConfigError(f"processing.ray_address: invalid value '{self.ray_address}'; must be auto or HOST:PORT")
+            if self.executor != "ray":
+                raise ConfigError(f"processing.ray_address is only used by executor ray; processing.executor is '{self.executor}'")
 
     @property
     def num_workers(self) -> int:

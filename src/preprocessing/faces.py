@@ -108,6 +108,9 @@ class FaceDetector(ABC):
     """
 
     name: ClassVar[str]
+    #: Smallest face side (pixels of the image it sees) the detector finds reliably;
+    #: the tracker scales frames so the smallest face asked for reaches it.
+    native_min_face: ClassVar[int] = 40
 
     def __init__(self, max_side: int = 320) -> None:
         if isinstance(max_side, bool) or not isinstance(max_side, int) or max_side < 32:
@@ -160,6 +163,36 @@ class FaceDetector(ABC):
         inv = 1.0 / scale
         return [Box(b.x0 * inv, b.y0 * inv, b.x1 * inv, b.y1 * inv, b.score) for b in boxes]
 
+    def detect_at(self, image_rgb: np.ndarray, scale: float, offset: tuple[float, float] = (0.0, 0.0)) -> list[Box]:
+        """Detect at a chosen scale, with no resizing rule of the detector's own.
+
+        Args:
+            image_rgb: uint8 RGB frame or region of a frame.
+            scale: Resize factor applied before detection (> 1 enlarges small faces).
+            offset: ``(x, y)`` of the region's top-left corner in the frame.
+
+        Returns:
+            Boxes in frame pixels.
+        """
+        _check_frame(image_rgb)
+        if self._model is None:
+            self._model = self._build()
+        h, w = image_rgb.shape[:2]
+        img = image_rgb
+        if abs(scale - 1.0) > 1e-3:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            img = cv2.resize(image_rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        else:
+            scale = 1.0
+        boxes = self._detect_native(self._model, np.ascontiguousarray(img))
+        ox, oy = offset
+        inv = 1.0 / scale
+        return [Box(b.x0 * inv + ox, b.y0 * inv + oy, b.x1 * inv + ox, b.y1 * inv + oy, b.score) for b in boxes]
+
+    def _detect_native(self, model: Any, frame_rgb: np.ndarray) -> list[Box]:
+        """Detect on the image as given (no upsampling rule); defaults to :meth:`_detect`."""
+        return self._detect(model, frame_rgb)
+
 
 @functools.lru_cache(maxsize=1)
 def _dlib_frontal_detector() -> Any:
@@ -184,6 +217,7 @@ class DlibHogDetector(FaceDetector):
     """
 
     name = "dlib_hog"
+    native_min_face = 80
 
     def __init__(
         self,
@@ -208,6 +242,12 @@ class DlibHogDetector(FaceDetector):
         upsample = self.upsample
         if upsample is None:
             upsample = 1 if min(frame_rgb.shape[:2]) < self.upsample_below else 0
+        return self._run(model, frame_rgb, upsample)
+
+    def _detect_native(self, model: Any, frame_rgb: np.ndarray) -> list[Box]:
+        return self._run(model, frame_rgb, 0)
+
+    def _run(self, model: Any, frame_rgb: np.ndarray, upsample: int) -> list[Box]:
         rects, scores, _ = model.run(frame_rgb, upsample, self.threshold)
         return [
             Box(
@@ -236,6 +276,7 @@ class HaarDetector(FaceDetector):
     """
 
     name = "haar"
+    native_min_face = 48
 
     def __init__(
         self,

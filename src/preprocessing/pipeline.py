@@ -20,8 +20,11 @@ import numpy as np
 from src.config import Config
 from src.errors import DeepfakeDataError
 from src.preprocessing.clip import decode_clip
-from src.preprocessing.faces import create_detector, detect_and_crop
+from src.preprocessing.facecrop import CropOptions, crop_faces
+from src.preprocessing.faces import create_detector
+from src.preprocessing.landmarks import LandmarkModel, create_landmarker
 from src.preprocessing.temporal import temporal_metadata
+from src.preprocessing.tracking import TrackOptions
 
 __all__ = ["VideoTask", "TaskResult", "VideoProcessor", "process_video"]
 
@@ -82,14 +85,18 @@ class VideoProcessor:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.detector = create_detector(config.faces.detector, max_side=config.faces.max_side)
-        # Load the model now: a broken install must stop the run, not fail every video.
+        # Load the models now: a broken install must stop the run, not fail every video.
         self.detector.detect(np.zeros((64, 64, 3), dtype=np.uint8))
+        self.landmarker = None
+        if config.faces.landmarks is not None:
+            self.landmarker = create_landmarker(config.faces.landmarks)
+            self.landmarker.load()
 
     def __call__(self, task: VideoTask) -> TaskResult:
         """Process one video; errors become a failed :class:`TaskResult`."""
         timings: dict[str, float] = {}
         try:
-            sample = process_video(task, self.config, self.detector, timings)
+            sample = process_video(task, self.config, self.detector, timings, self.landmarker)
         except (DeepfakeDataError, ValueError) as exc:  # a bad video, or data a stage rejects
             return TaskResult(task, None, str(exc), "failed", timings)
         except Exception as exc:  # a decoder bug must cost one video, not the run of thousands
@@ -100,7 +107,27 @@ class VideoProcessor:
         return TaskResult(task, sample, None, "ok", timings)
 
 
-def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[str, float] | None = None) -> dict[str, Any] | None:
+def _options(faces_cfg: Any) -> tuple[TrackOptions, CropOptions]:
+    track = TrackOptions(
+        min_face_px=faces_cfg.min_face_px,
+        max_side=faces_cfg.max_side,
+        detect_every=faces_cfg.detect_every,
+        refine_iou=faces_cfg.refine_iou,
+        cut_threshold=faces_cfg.cut_threshold,
+        track_face_px=faces_cfg.track_face_px,
+    )
+    crop = CropOptions(image_size=faces_cfg.image_size, margin=faces_cfg.margin, align=faces_cfg.align, absent=faces_cfg.absent, on_no_face=faces_cfg.on_no_face)
+    return track, crop
+
+
+def _rounded(values: Any, digits: int) -> Any:
+    """Nested lists of rounded floats (NaN kept) for the metadata."""
+    return np.round(np.asarray(values, dtype=np.float64), digits).tolist()
+
+
+def process_video(
+    task: VideoTask, config: Config, detector: Any, timings: dict[str, float] | None = None, landmarker: LandmarkModel | None = None
+) -> dict[str, Any] | None:
     """Decode, crop and cut one video into a sample.
 
     Args:
@@ -108,6 +135,7 @@ def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[
         config: The preprocessing config.
         detector: A face detector from :func:`~src.preprocessing.faces.create_detector`.
         timings: Optional dict receiving seconds per stage (``decode``: video and audio; ``faces``).
+        landmarker: Landmark model (``faces.landmarks``); built here when None and configured.
 
     Returns:
         ``{"data": uint8 (3, T, S, S), "label", "metadata", "audio"?}``, or None when
@@ -123,24 +151,19 @@ def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[
     clip = decode_clip(task.path, fc.num_frames, fc.sampling, fc.num_windows, audio_cfg.sample_rate if audio_cfg.enabled else None)
     frames, indices, info = clip.frames, clip.indices, clip.info
     t1 = time.perf_counter()
-    crop = detect_and_crop(
-        frames,
-        detector,
-        image_size=faces_cfg.image_size,
-        margin=faces_cfg.margin,
-        detect_every=faces_cfg.detect_every,
-        on_no_face=faces_cfg.on_no_face,
-        refine_iou=faces_cfg.refine_iou,
-    )
+    if landmarker is None and faces_cfg.landmarks is not None:
+        landmarker = create_landmarker(faces_cfg.landmarks)
+    track_opts, crop_opts = _options(faces_cfg)
+    faces = crop_faces(frames, detector, landmarker, track_opts, crop_opts)
     t2 = time.perf_counter()
     timings["decode"] = t1 - t0  # video and audio, one pass
     timings["faces"] = t2 - t1
-    if crop.crops is None:
+    if faces.crops is None:
         return None
 
     metadata = dict(task.metadata)
     metadata.update(
-        num_frames=int(crop.crops.shape[0]),
+        num_frames=int(faces.crops.shape[0]),
         video_path=task.relpath,
         video_label=task.video_label,
         audio_label=task.audio_label,
@@ -148,12 +171,20 @@ def process_video(task: VideoTask, config: Config, detector: Any, timings: dict[
         source_num_frames=info.num_frames,
         fps=float(info.fps),
         source_size=[info.width, info.height],
-        face_boxes=[[round(float(v), 2) for v in box] for box in crop.boxes],
-        face_detected=[bool(d) for d in crop.detected],
-        face_found=bool(crop.face_found),
+        face_boxes=[None if b is None else [round(float(v), 2) for v in tuple(b)[:4]] for b in faces.boxes],
+        face_detected=[bool(d) for d in faces.detected],
+        face_presence=[bool(p) for p in faces.presence],
+        face_coverage=round(faces.coverage, 4),
+        face_found=bool(faces.face_found),
+        face_shots=[int(i) for i in faces.shots],
+        crop_transforms=_rounded(faces.transforms, 5),
+        aligned=bool(crop_opts.align and faces.landmarks is not None and faces.face_found),
+        landmark_model=faces_cfg.landmarks,
     )
+    if faces.landmarks is not None:
+        metadata["landmarks"] = _rounded(faces.landmarks, 2)
     sample: dict[str, Any] = {
-        "data": np.ascontiguousarray(crop.crops.transpose(3, 0, 1, 2)),
+        "data": np.ascontiguousarray(faces.crops.transpose(3, 0, 1, 2)),
         "label": task.label,
         "metadata": metadata,
     }
