@@ -27,7 +27,7 @@ SHAPE = (3, 4, 16, 16)
 
 
 def test_loader_options_are_the_dataclass_fields():
-    assert len(LOADER_OPTIONS) == 23
+    assert len(LOADER_OPTIONS) == 25  # 23 + balance_by, dataset_weights (multi-store balancing)
     assert LOADER_OPTIONS["prefetch"] == 2 and LOADER_OPTIONS["worker_type"] == "auto" and LOADER_OPTIONS["mean"] is None
     with pytest.raises(ConfigError, match="unknown loader option.*'shufle'.*allowed: seed, drop_last"):
         LoaderOptions.from_kwargs({"shufle": True})

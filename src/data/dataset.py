@@ -26,6 +26,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ __all__ = [
     "ON_ERROR_POLICIES",
     "ClipDataset",
     "SkippedSample",
+    "assemble_rows",
     "query_samples",
     "query_samples_by_category",
     "query_samples_by_label",
@@ -127,6 +129,7 @@ def select_keys(
     categories: Any = None,
     methods: Any = None,
     exclude_methods: Any = None,
+    allow_empty: bool = False,
 ) -> list[str]:
     """Choose a subset of a store's keys through its indexes (nothing is decoded).
 
@@ -139,13 +142,15 @@ def select_keys(
         categories: Keep these categories, e.g. ``["A", "C"]``.
         methods: Keep these manipulation methods.
         exclude_methods: Drop these methods (leave-one-method-out training).
+        allow_empty: Return an empty list instead of raising when nothing is
+            left (one store of several may contribute nothing).
 
     Returns:
         The selected keys, sorted.
 
     Raises:
         ConfigError: A filter on a field the store does not index, an unknown
-            key, or a selection that leaves no sample.
+            key, or a selection that leaves no sample (unless ``allow_empty``).
     """
     selected: set[str] | None = None
     if keys is not None:
@@ -165,7 +170,7 @@ def select_keys(
             selected = set(storage.get_all_keys())
         selected -= _matching(storage, "method", excluded)
     result = storage.get_all_keys() if selected is None else sorted(selected)
-    if not result:
+    if not result and not allow_empty:
         raise ConfigError(
             f"no sample of {storage.path} is left after selecting labels={labels!r}, categories={categories!r}, "
             f"methods={methods!r}, exclude_methods={exclude_methods!r}"
@@ -202,6 +207,7 @@ class _Row:
     header: RecordHeader | None = None
     sample: dict[str, Any] | None = None  # decoded sample (generic path)
     error: CorruptSampleError | None = None
+    verify: bool = True  # check the record's digests while copying
 
 
 class ClipDataset(Dataset):
@@ -218,6 +224,10 @@ class ClipDataset(Dataset):
         on_error: ``"raise"`` or ``"skip"`` for corrupt samples.
         verify: Check record checksums (default: the store's setting, on).
         storage_options: Extra arguments for ``open_storage`` (``format``, ...).
+        tag: When set, every sample's metadata gets ``dataset = tag`` unless it
+            has a ``dataset`` field already (the multi-store loader's tagging;
+            None, the default, leaves metadata as stored).
+        allow_empty: Accept a selection that leaves no sample.
 
     Raises:
         ConfigError: Bad option values or an empty selection.
@@ -237,6 +247,8 @@ class ClipDataset(Dataset):
         on_error: str = "raise",
         verify: bool | None = None,
         storage_options: Mapping[str, Any] | None = None,
+        tag: str | None = None,
+        allow_empty: bool = False,
     ) -> None:
         if on_error not in ON_ERROR_POLICIES:
             raise ConfigError(f"invalid on_error {on_error!r}; must be one of {', '.join(ON_ERROR_POLICIES)}")
@@ -244,11 +256,14 @@ class ClipDataset(Dataset):
         self.transform = transform if transform is not None else LMDBDataTransform()
         self.on_error = on_error
         self.storage_options = dict(storage_options or {})
+        self.tag = tag
         self._storage: Storage | None = None
         self._pid: int | None = None
         storage = self.storage
         self.verify = storage.verify if verify is None else bool(verify)
-        self.keys = select_keys(storage, keys=keys, labels=labels, categories=categories, methods=methods, exclude_methods=exclude_methods)
+        self.keys = select_keys(
+            storage, keys=keys, labels=labels, categories=categories, methods=methods, exclude_methods=exclude_methods, allow_empty=allow_empty
+        )
         schema = storage.meta.get("schema") or {}
         self.has_audio = bool(schema.get("audio"))
         self._labels: np.ndarray | None = None
@@ -311,6 +326,10 @@ class ClipDataset(Dataset):
             logger.warning("skipping corrupt sample %r: %s", key, exc.reason)
             return SkippedSample(key, exc.reason)
         sample["key"] = key
+        if self.tag is not None:
+            metadata = sample.get("metadata")
+            sample["metadata"] = metadata = dict(metadata) if isinstance(metadata, Mapping) else {}
+            metadata.setdefault("dataset", self.tag)
         return self.transform(sample)
 
     # ------------------------------------------------------------------ whole-batch path
@@ -346,24 +365,38 @@ class ClipDataset(Dataset):
             CorruptSampleError: A damaged record under ``on_error="raise"``.
             StorageError: A key vanished, or clips of different shapes in one batch.
         """
-        allocate = allocate or alloc_cpu
         keys = [self.keys[i] for i in indices]
+        with ExitStack() as stack:
+            rows = self.read_rows(keys, stack)
+            # Every copy finishes inside the block: the buffers may point into a memory map.
+            return assemble_rows(rows, allocate or alloc_cpu, pool, convert, has_audio=self.has_audio, on_error=self.on_error, where=self.db_path)
+
+    def read_rows(self, keys: Sequence[str], stack: ExitStack) -> list[_Row]:
+        """The rows of ``keys`` for :func:`assemble_rows`: record headers (fast path) or decoded samples.
+
+        Args:
+            keys: Sample keys of this store.
+            stack: Holds the store's read snapshot (the rows' buffers may point
+                into a memory map) until the caller has assembled the batch.
+        """
         storage = self.storage
         if storage.has_raw_records:
-            with storage.raw_records(keys) as bufs:
-                rows = [self._record_row(key, buf) for key, buf in zip(keys, bufs)]
-                # Every copy finishes inside the block: the buffers may point into a memory map.
-                return self._assemble(rows, allocate, pool, convert)
-        rows = []
-        for key in keys:
-            try:
-                sample = storage.retrieve_sample(key, verify=self.verify)
-                rows.append(_Row(key, int(sample["label"]), dict(sample.get("metadata") or {}), sample=sample))
-            except CorruptSampleError as exc:
-                rows.append(_Row(key, error=exc))
-            except KeyError:
-                raise StorageError(f"{self.db_path}: sample {key!r} is no longer in the store") from None
-        return self._assemble(rows, allocate, pool, convert)
+            bufs = stack.enter_context(storage.raw_records(keys))
+            rows = [self._record_row(key, buf) for key, buf in zip(keys, bufs)]
+        else:
+            rows = []
+            for key in keys:
+                try:
+                    sample = storage.retrieve_sample(key, verify=self.verify)
+                    rows.append(_Row(key, int(sample["label"]), dict(sample.get("metadata") or {}), sample=sample))
+                except CorruptSampleError as exc:
+                    rows.append(_Row(key, error=exc))
+                except KeyError:
+                    raise StorageError(f"{self.db_path}: sample {key!r} is no longer in the store") from None
+        if self.tag is not None:
+            for row in rows:
+                row.metadata.setdefault("dataset", self.tag)
+        return rows
 
     def _record_row(self, key: str, buf: Any) -> _Row:
         if buf is None:
@@ -374,93 +407,122 @@ class ClipDataset(Dataset):
                 raise CorruptSampleError(key, "record has no 'data' array")
         except CorruptSampleError as exc:
             return _Row(key, error=exc)
-        return _Row(key, header.label, header.metadata, buf=buf, header=header)
+        return _Row(key, header.label, header.metadata, buf=buf, header=header, verify=self.verify)
 
-    def _assemble(self, rows: list[_Row], allocate: Allocator, pool: Executor | None, convert: Normalizer | None) -> RawBatch:
-        good = [r for r in rows if r.error is None]
-        batch = RawBatch(normalized=convert is not None)
-        if good:
-            shape, dtype = _clip_layout(good[0])
-            for row in good[1:]:
-                if _clip_layout(row) != (shape, dtype):
-                    raise StorageError(
-                        f"{self.db_path}: clips in one batch differ: {good[0].key!r} is {dtype} {shape}, {row.key!r} is "
-                        f"{_clip_layout(row)[1]} {_clip_layout(row)[0]}; use a transform that crops/pads to one shape"
-                    )
-            coeffs = convert.coefficients(shape[0], np.issubdtype(dtype, np.integer)) if convert is not None else None
-            out_dtype = torch.float32 if coeffs is not None else _torch_dtype(dtype)
-            data = allocate((len(good),) + shape, out_dtype)
-            lengths = [_audio_length(r) for r in good]
-            with_audio = self.has_audio or any(n is not None for n in lengths)
-            lengths = [n or 0 for n in lengths]
-            audio = allocate((len(good), 1, max(lengths, default=0)), torch.float32) if with_audio else None
-            data_np = data.numpy()
-            audio_np = audio.numpy() if audio is not None else None
 
-            def fill(slot: int) -> CorruptSampleError | None:
-                try:
-                    self._fill(good[slot], data_np[slot], None if audio_np is None else audio_np[slot, 0], coeffs)
-                except CorruptSampleError as exc:
-                    return exc
-                return None
+def assemble_rows(
+    rows: list[_Row],
+    allocate: Allocator,
+    pool: Executor | None,
+    convert: Normalizer | None,
+    *,
+    has_audio: bool,
+    on_error: str,
+    where: str | os.PathLike,
+) -> RawBatch:
+    """Copy (or convert) the rows' clips and audio into one batch buffer each.
 
-            if pool is None or len(good) == 1:
-                errors = [fill(i) for i in range(len(good))]
-            else:
-                futures = [pool.submit(fill, i) for i in range(len(good))]
-                errors = [f.result() for f in futures]  # waits for every copy, even after a failure
-            for row, err in zip(good, errors):
-                row.error = err
-            keep = [i for i, err in enumerate(errors) if err is None]
-            if len(keep) < len(good):
-                data, audio, lengths = _compact(data, audio, lengths, keep)
-                good = [good[i] for i in keep]
-            batch.data = data
-            if audio is not None:
-                batch.audio = audio
-                batch.audio_lengths = torch.tensor(lengths, dtype=torch.int64)
-        failed = [r for r in rows if r.error is not None]
-        if failed and self.on_error == "raise":
-            raise failed[0].error  # type: ignore[misc]
-        for row in failed:
-            logger.warning("skipping corrupt sample %r: %s", row.key, row.error.reason)  # type: ignore[union-attr]
-        batch.label = torch.tensor([r.label for r in good], dtype=torch.int64)
-        batch.keys = [r.key for r in good]
-        batch.metadata = [r.metadata for r in good]
-        batch.skipped = [(r.key, r.error.reason) for r in failed]  # type: ignore[union-attr]
-        return batch
+    Rows may come from several stores (:mod:`src.data.multi_store`); they must
+    stay readable (their stores' snapshots open) until this returns.
 
-    def _fill(self, row: _Row, dst: np.ndarray, audio_dst: np.ndarray | None, convert: tuple[np.ndarray, np.ndarray] | None) -> None:
-        """Check one record and copy (or convert) its arrays into their batch slots."""
-        clip = None
-        if row.header is not None:
-            header = row.header
-            payload = memoryview(row.buf)[header.payload_offset :]
-            spec = header.arrays["data"]
-            direct = spec.codec == "raw" and dst.flags.c_contiguous
-            # One pass over the stored bytes: each piece is copied (or converted), then hashed while in cache.
-            copy_payload_into(payload, header, row.key, {"data": dst} if direct else None, affine=convert, verify=self.verify)
-            if direct:
-                convert = None
-            else:
-                clip = _array(payload, header, "data", row)
-            audio = _array(payload, header, "audio", row) if "audio" in header.arrays else None
+    Args:
+        rows: From :meth:`ClipDataset.read_rows`, in batch order.
+        allocate: ``(shape, dtype) -> CPU tensor`` for the buffers.
+        pool: Thread pool for the per-clip checks and copies (else inline).
+        convert: The loader's :class:`~src.data.batch.Normalizer`, or None.
+        has_audio: Give the batch an audio buffer even if no row has audio.
+        on_error: ``"raise"`` or ``"skip"`` for corrupt rows.
+        where: Names the store(s) in error messages.
+
+    Raises:
+        CorruptSampleError: A damaged record under ``on_error="raise"``.
+        StorageError: Clips of different shapes in one batch.
+    """
+    good = [r for r in rows if r.error is None]
+    batch = RawBatch(normalized=convert is not None)
+    if good:
+        shape, dtype = _clip_layout(good[0])
+        for row in good[1:]:
+            if _clip_layout(row) != (shape, dtype):
+                raise StorageError(
+                    f"{where}: clips in one batch differ: {good[0].key!r} is {dtype} {shape}, {row.key!r} is "
+                    f"{_clip_layout(row)[1]} {_clip_layout(row)[0]}; use a transform that crops/pads to one shape"
+                )
+        coeffs = convert.coefficients(shape[0], np.issubdtype(dtype, np.integer)) if convert is not None else None
+        out_dtype = torch.float32 if coeffs is not None else _torch_dtype(dtype)
+        data = allocate((len(good),) + shape, out_dtype)
+        lengths = [_audio_length(r) for r in good]
+        with_audio = has_audio or any(n is not None for n in lengths)
+        lengths = [n or 0 for n in lengths]
+        audio = allocate((len(good), 1, max(lengths, default=0)), torch.float32) if with_audio else None
+        data_np = data.numpy()
+        audio_np = audio.numpy() if audio is not None else None
+
+        def fill(slot: int) -> CorruptSampleError | None:
+            try:
+                _fill(good[slot], data_np[slot], None if audio_np is None else audio_np[slot, 0], coeffs)
+            except CorruptSampleError as exc:
+                return exc
+            return None
+
+        if pool is None or len(good) == 1:
+            errors = [fill(i) for i in range(len(good))]
         else:
-            assert row.sample is not None  # generic rows always carry their decoded sample
-            clip = np.asarray(row.sample["data"])
-            audio = row.sample.get("audio")
-        if clip is not None:
-            if convert is None:
-                np.copyto(dst, clip, casting="unsafe")
-            else:
-                convert_clip_into(dst, clip, convert[0], convert[1])
-        if audio_dst is not None:
-            n = 0
-            if audio is not None:
-                flat = np.asarray(audio).reshape(-1)
-                n = flat.size
-                audio_dst[:n] = flat
-            audio_dst[n:] = 0.0
+            futures = [pool.submit(fill, i) for i in range(len(good))]
+            errors = [f.result() for f in futures]  # waits for every copy, even after a failure
+        for row, err in zip(good, errors):
+            row.error = err
+        keep = [i for i, err in enumerate(errors) if err is None]
+        if len(keep) < len(good):
+            data, audio, lengths = _compact(data, audio, lengths, keep)
+            good = [good[i] for i in keep]
+        batch.data = data
+        if audio is not None:
+            batch.audio = audio
+            batch.audio_lengths = torch.tensor(lengths, dtype=torch.int64)
+    failed = [r for r in rows if r.error is not None]
+    if failed and on_error == "raise":
+        raise failed[0].error  # type: ignore[misc]
+    for row in failed:
+        logger.warning("skipping corrupt sample %r: %s", row.key, row.error.reason)  # type: ignore[union-attr]
+    batch.label = torch.tensor([r.label for r in good], dtype=torch.int64)
+    batch.keys = [r.key for r in good]
+    batch.metadata = [r.metadata for r in good]
+    batch.skipped = [(r.key, r.error.reason) for r in failed]  # type: ignore[union-attr]
+    return batch
+
+
+def _fill(row: _Row, dst: np.ndarray, audio_dst: np.ndarray | None, convert: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """Check one record and copy (or convert) its arrays into their batch slots."""
+    clip = None
+    if row.header is not None:
+        header = row.header
+        payload = memoryview(row.buf)[header.payload_offset :]
+        spec = header.arrays["data"]
+        direct = spec.codec == "raw" and dst.flags.c_contiguous
+        # One pass over the stored bytes: each piece is copied (or converted), then hashed while in cache.
+        copy_payload_into(payload, header, row.key, {"data": dst} if direct else None, affine=convert, verify=row.verify)
+        if direct:
+            convert = None
+        else:
+            clip = _array(payload, header, "data", row)
+        audio = _array(payload, header, "audio", row) if "audio" in header.arrays else None
+    else:
+        assert row.sample is not None  # generic rows always carry their decoded sample
+        clip = np.asarray(row.sample["data"])
+        audio = row.sample.get("audio")
+    if clip is not None:
+        if convert is None:
+            np.copyto(dst, clip, casting="unsafe")
+        else:
+            convert_clip_into(dst, clip, convert[0], convert[1])
+    if audio_dst is not None:
+        n = 0
+        if audio is not None:
+            flat = np.asarray(audio).reshape(-1)
+            n = flat.size
+            audio_dst[:n] = flat
+        audio_dst[n:] = 0.0
 
 
 def _array(payload: memoryview, header: RecordHeader, name: str, row: _Row) -> np.ndarray:

@@ -31,6 +31,7 @@ from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, LMDBDataTransform, 
 from src.errors import ConfigError
 
 __all__ = [
+    "BALANCE_BY",
     "LOADER_OPTIONS",
     "TRAIN_ONLY_OPTIONS",
     "WORKER_TYPES",
@@ -42,6 +43,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 WORKER_TYPES = ("auto", "thread", "process")
+
+#: What ``balanced=True`` sampling evens out: labels, datasets, or labels within each dataset.
+BALANCE_BY = ("label", "dataset", "dataset_label")
 
 
 def _is_int(value: Any) -> bool:
@@ -69,8 +73,12 @@ class LoaderOptions:
     Attributes:
         seed: Base seed; epoch ``e`` uses ``seed + e``.
         drop_last: Drop the last incomplete batch (and the uneven tail between ranks).
-        balanced: Draw with replacement so each label is equally likely.
+        balanced: Draw with replacement so each label (see ``balance_by``) is equally likely.
         num_samples: Draws per epoch with ``balanced`` (default: the dataset size).
+        balance_by: What ``balanced`` evens out: ``"label"``, ``"dataset"``,
+            or ``"dataset_label"`` (each dataset, then each label within it).
+        dataset_weights: ``{dataset name: weight}``: draw datasets in these
+            proportions instead of uniformly (``balance_by`` dataset or dataset_label).
         keys: Restrict to these keys.
         labels: Keep these labels (through the index).
         categories: Keep these categories (through the index).
@@ -100,6 +108,8 @@ class LoaderOptions:
     drop_last: bool = False
     balanced: bool = False
     num_samples: int | None = None
+    balance_by: str = "label"
+    dataset_weights: Mapping[str, float] | None = None
     keys: Any = None
     labels: Any = None
     categories: Any = None
@@ -146,6 +156,21 @@ class LoaderOptions:
             raise ConfigError(f"storage_options must be a mapping of open_storage arguments; got {self.storage_options!r}")
         if self.num_samples is not None and not self.balanced:
             raise ConfigError("num_samples applies to balanced=True sampling only")
+        if self.balance_by not in BALANCE_BY:
+            raise ConfigError(f"invalid balance_by {self.balance_by!r}; must be one of {', '.join(BALANCE_BY)}")
+        if self.balance_by != "label" and not self.balanced:
+            raise ConfigError("balance_by applies to balanced=True sampling only")
+        if self.dataset_weights is not None:
+            weights = self.dataset_weights
+            if not self.balanced or self.balance_by == "label":
+                raise ConfigError("dataset_weights apply to balanced=True with balance_by='dataset' or 'dataset_label' only")
+            if (
+                not isinstance(weights, Mapping)
+                or not weights
+                or any(not isinstance(k, str) or isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= 0 for k, v in weights.items())
+                or not sum(weights.values()) > 0
+            ):
+                raise ConfigError(f"dataset_weights must map dataset names to numbers >= 0, not all zero; got {weights!r}")
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> LoaderOptions:
@@ -165,7 +190,7 @@ class LoaderOptions:
 LOADER_OPTIONS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(LoaderOptions)}
 
 #: Options that make no sense for a validation loader; ``create_train_val_loaders`` keeps them to training.
-TRAIN_ONLY_OPTIONS = ("balanced", "num_samples", "drop_last")
+TRAIN_ONLY_OPTIONS = ("balanced", "num_samples", "balance_by", "dataset_weights", "drop_last")
 
 
 def store_normalization(storage: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -202,19 +227,31 @@ def resolve_normalization(
     Args:
         options: The loader's options.
         transform: The per-sample transform, if any.
-        storage: The open store (for its recorded normalisation).
+        storage: The open store (for its recorded normalisation), or a list of
+            them (a multi-store loader: stores that record a statistic must
+            agree on it unless the option or the transform sets it).
 
     Returns:
         ``(mean, std)``.
+
+    Raises:
+        ConfigError: Several stores record different values of a statistic
+            that neither the options nor the transform set.
     """
-    recorded = store_normalization(storage)
+    stores = list(storage) if isinstance(storage, (list, tuple)) else [storage]
+    recorded = [(s, store_normalization(s)) for s in stores]
     explicit = transform.explicit_stats if transform is not None else frozenset()
     chosen = []
     for i, (name, default) in enumerate((("mean", IMAGENET_MEAN), ("std", IMAGENET_STD))):
         value = getattr(options, name)
         if value is None and name in explicit:
             value = getattr(transform, name)
-        if value is None and recorded is not None:
-            value = recorded[i]
+        if value is None:
+            found = {tuple(r[i]): s for s, r in recorded if r is not None}
+            if len(found) > 1:
+                listed = "; ".join(f"{getattr(s, 'path', 'store')}: {list(v)}" for v, s in found.items())
+                raise ConfigError(f"the stores record different loader {name} values ({listed}); pass {name}=... to the loader to choose one")
+            if found:
+                value = next(iter(found))
         chosen.append(default if value is None else value)
     return chosen[0], chosen[1]

@@ -31,6 +31,16 @@ Each iteration is one epoch. Order is seeded: epoch ``e`` uses ``seed + e``;
 ``set_epoch(e)`` picks the next epoch explicitly (as with ``DistributedSampler``),
 otherwise each new iteration advances the epoch by one.
 
+Several stores (``db_path=[p1, p2, ...]``) read as one dataset
+(:mod:`src.data.multi_store`); each batch's metadata then names every sample's
+``dataset``, and ``balanced=True`` can even out datasets as well as labels.
+
+Loaders are resumable and shard across ranks (:mod:`src.data.samplers`,
+:mod:`src.data.state`): ``state_dict()`` / ``load_state_dict()`` follow
+torchdata's ``StatefulDataLoader`` protocol, and a state saved mid-epoch
+restores to exactly the rest of that epoch, on any number of reader threads,
+worker processes or ranks.
+
 This module is the facade and the wiring; the parts live in their own modules:
 :mod:`src.data.loader_options` (options, normalisation precedence),
 :mod:`src.data.memory` (allocators, pinned ring), :mod:`src.data.prefetch`
@@ -47,6 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
@@ -54,8 +65,10 @@ from src.data.batch import RawBatch
 from src.data.dataset import ClipDataset, SkippedSample
 from src.data.loader_options import LOADER_OPTIONS, TRAIN_ONLY_OPTIONS, WORKER_TYPES, LoaderOptions, resolve_normalization
 from src.data.memory import PinnedRing, RecyclingAllocator, worker_alloc
+from src.data.multi_store import MultiStoreDataset, item_datasets
 from src.data.prefetch import prefetch
-from src.data.samplers import BalancedSampler, EpochSampler
+from src.data.samplers import BalancedSampler, EpochSampler, GlobalOrderSampler
+from src.data.state import LoaderState, dataset_fingerprint
 from src.data.transforms import BatchFinisher, ClipAugmentation, LMDBDataTransform, resolve_device
 from src.errors import ConfigError, CorruptSampleError, StorageError
 
@@ -103,6 +116,17 @@ class LoaderStats:
     samples: int = 0
     skipped: int = 0
     skipped_keys: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Progress:
+    """How far the current (or last) iteration got, in batches yielded to the caller."""
+
+    epoch: int
+    start: int  # global position the iteration started from
+    share: int  # indices of this rank's share in the iteration
+    batches: int = 0  # batches consumed up to and including the last one yielded
+    finished: bool = False
 
 
 # ----------------------------------------------------------------------------- collation
@@ -215,8 +239,9 @@ class ClipLoader:
     batch layout and the two reading paths.
 
     Attributes:
-        dataset: The :class:`~src.data.dataset.ClipDataset`.
-        sampler: The index sampler (has ``set_epoch``).
+        dataset: The :class:`~src.data.dataset.ClipDataset` (or
+            :class:`~src.data.multi_store.MultiStoreDataset` for several stores).
+        sampler: The index sampler (has ``set_epoch``, ``state_dict``).
         batch_size: Samples per batch (the last may be smaller unless ``drop_last``).
         num_workers: Reader threads or worker processes.
         worker_type: ``"thread"`` or ``"process"``.
@@ -256,6 +281,10 @@ class ClipLoader:
         self.stats = LoaderStats()
         self.epoch: int | None = None
         self._next_epoch = 0
+        self._progress: _Progress | None = None  # the current or last iteration
+        self._pending: tuple[int, int] | None = None  # (epoch, position) loaded for the next iteration
+        self._epoch_set = False  # set_epoch() was called since the last iteration started
+        self._fingerprint: dict[str, Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._ring: PinnedRing | None = None
         self._allocate = RecyclingAllocator(prefetch + 3)  # batch buffers: in flight, queued, held by the caller
@@ -284,17 +313,105 @@ class ClipLoader:
         return self.stats.skipped
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration epoch ``epoch`` (its seeded order); later ones follow on."""
-        self._next_epoch = int(epoch)
+        """Make the next iteration epoch ``epoch`` (its seeded order); later ones follow on.
+
+        After :meth:`load_state_dict`, ``set_epoch`` with the loaded epoch keeps
+        the loaded position (the ``DistributedSampler`` habit of calling it at
+        the top of every epoch stays safe); another epoch starts from its beginning.
+        """
+        epoch = int(epoch)
+        if self._pending is not None and self._pending[0] != epoch:
+            logger.info("set_epoch(%d): the loaded state's position in epoch %d is dropped", epoch, self._pending[0])
+            self._pending = None
+            self._set_sampler(epoch, 0)
+        self._next_epoch = epoch
+        self._epoch_set = True
 
     def __len__(self) -> int:
+        """Batches of the next (or current) iteration: after :meth:`load_state_dict`, what remains of the epoch."""
         return len(self._batch_sampler)
+
+    # ------------------------------------------------------------------ state (torchdata's Stateful protocol)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader is: a JSON-serialisable dict (format: :mod:`src.data.state`).
+
+        Mid-iteration (or after leaving one early) it is the position reached
+        by the batches yielded so far; batches read ahead but not yet yielded
+        do not count. After a finished iteration it is the start of the next
+        epoch. In a distributed job every rank's state is the same (the global
+        position) when the ranks have yielded the same number of batches, as
+        they do in lock-step training: saving rank 0's suffices.
+        """
+        sampler = self.sampler
+        epoch, position, batches = self._next_epoch, 0, 0
+        progress = self._progress
+        if self._pending is not None:
+            epoch, position = self._pending
+        elif progress is not None and not progress.finished and not self._epoch_set:
+            taken = min(progress.batches * self.batch_size, progress.share)
+            epoch, batches = progress.epoch, progress.batches
+            position = min(sampler.epoch_length, progress.start + taken * sampler.world_size)  # type: ignore[attr-defined]
+        return LoaderState(
+            epoch=epoch,
+            position=position,
+            epoch_length=sampler.epoch_length,  # type: ignore[attr-defined]
+            order=sampler.order_spec(),  # type: ignore[attr-defined]
+            dataset=self._dataset_id(),
+            world_size=sampler.world_size,  # type: ignore[attr-defined]
+            rank=sampler.rank,  # type: ignore[attr-defined]
+            batch_size=self.batch_size,
+            batches=batches,
+            stats={"batches": self.stats.batches, "samples": self.stats.samples, "skipped": self.stats.skipped},
+        ).to_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Make the next iteration continue where ``state`` (from :meth:`state_dict`) was.
+
+        The next iteration yields exactly the rest of the saved epoch (nothing,
+        if it was saved after its last batch), in the same order, whatever the
+        number of reader threads, worker processes, the batch size or the world
+        size now; later iterations follow on with the next epochs.
+
+        Raises:
+            ConfigError: Not a loader state, or one saved for another dataset,
+                seed, shuffle or sampler.
+        """
+        parsed = LoaderState.from_dict(state)
+        sampler = self.sampler
+        parsed.check_matches(sampler.order_spec(), sampler.epoch_length, self._dataset_id())  # type: ignore[attr-defined]
+        self._pending = (parsed.epoch, parsed.position)
+        self._next_epoch = parsed.epoch
+        self._epoch_set = False
+        self._set_sampler(parsed.epoch, parsed.position)
+        for name in ("batches", "samples", "skipped"):
+            if isinstance(parsed.stats.get(name), int):
+                setattr(self.stats, name, parsed.stats[name])
+
+    def _dataset_id(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = {"items": len(self.dataset), "fingerprint": dataset_fingerprint(self.dataset)}
+        return dict(self._fingerprint)
+
+    def _set_sampler(self, epoch: int, position: int) -> None:
+        self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        if isinstance(self.sampler, GlobalOrderSampler):
+            self.sampler.set_start(position)
+
+    # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self._next_epoch
         self._next_epoch = epoch + 1
         self.epoch = epoch
-        self.sampler.set_epoch(epoch)  # type: ignore[attr-defined]
+        start = 0
+        if self._pending is not None:
+            start = self._pending[1] if self._pending[0] == epoch else 0
+            self._pending = None
+        self._set_sampler(epoch, start)
+        progress = _Progress(epoch, start, len(self.sampler))  # type: ignore[arg-type]
+        self._progress = progress
+        self._epoch_set = False
         if self._dataloader is not None:
             # Worker processes open the store themselves: drop this process's handle first so a
             # forked worker does not inherit an open environment (LMDB forbids using one across fork).
@@ -303,10 +420,15 @@ class ClipLoader:
         else:
             source = self._thread_batches(list(self._batch_sampler))
         try:
+            consumed = 0
             for batch in source:
                 finished = self._finish(batch)
+                consumed += 1  # each raw batch is one batch of the sampler's, in order
                 if finished is not None:
+                    progress.batches = consumed  # counted before the caller has it: state_dict() in the loop body includes it
                     yield finished
+            progress.batches = consumed
+            progress.finished = True
         finally:
             # Shut non-persistent workers down now, not whenever a traceback holding this frame dies.
             close = getattr(source, "close", None)
@@ -462,28 +584,55 @@ def _worker_policy(opts: LoaderOptions, per_sample: bool, num_workers: int, devi
     return worker_type, pin_memory
 
 
-def _finisher(opts: LoaderOptions, transform: LMDBDataTransform | None, dataset: ClipDataset, device: torch.device) -> BatchFinisher:
+def _finisher(opts: LoaderOptions, transform: LMDBDataTransform | None, dataset: ClipDataset | MultiStoreDataset, device: torch.device) -> BatchFinisher:
     """The batch finisher: device plus normalisation (see :func:`~src.data.loader_options.resolve_normalization`)."""
-    mean, std = resolve_normalization(opts, transform, dataset.storage)
+    storage = dataset.storages if isinstance(dataset, MultiStoreDataset) else dataset.storage
+    mean, std = resolve_normalization(opts, transform, storage)
     normalize = opts.normalize if opts.normalize is not None else (transform.normalize if transform is not None else True)
     return BatchFinisher(device, mean, std, normalize)
 
 
-def _sampler(opts: LoaderOptions, dataset: ClipDataset, shuffle: bool) -> Sampler[int]:
+def _dataset_groups(opts: LoaderOptions, dataset: ClipDataset | MultiStoreDataset) -> tuple[list[int], list[float] | None]:
+    """Each item's dataset code (sorted names) and, with ``dataset_weights``, each code's weight."""
+    names, codes = np.unique(item_datasets(dataset), return_inverse=True)
+    if opts.dataset_weights is None:
+        return codes.tolist(), None
+    weights = dict(opts.dataset_weights)
+    unknown = sorted(set(weights) - set(names.tolist()))
+    missing = sorted(set(names.tolist()) - set(weights))
+    if unknown or missing:
+        raise ConfigError(
+            f"dataset_weights must name each dataset of the loader exactly: {', '.join(names.tolist())}"
+            + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
+    return codes.tolist(), [float(weights[n]) for n in names.tolist()]
+
+
+def _sampler(opts: LoaderOptions, dataset: ClipDataset | MultiStoreDataset, shuffle: bool) -> Sampler[int]:
     """A :class:`BalancedSampler` with ``balanced=True``, else an :class:`EpochSampler`."""
     share = {"seed": opts.seed, "rank": opts.rank, "world_size": opts.world_size, "drop_last": opts.drop_last}
     if opts.balanced:
-        return BalancedSampler(dataset.labels, opts.num_samples, **share)
+        if opts.balance_by == "label":
+            return BalancedSampler(dataset.labels, opts.num_samples, **share)
+        groups, weights = _dataset_groups(opts, dataset)
+        labels = dataset.labels if opts.balance_by == "dataset_label" else None
+        return BalancedSampler(labels, opts.num_samples, groups=groups, group_weights=weights, **share)
     return EpochSampler(len(dataset), shuffle, **share)
 
 
-def _dataset(db_path: str | os.PathLike, transform: LMDBDataTransform | None, opts: LoaderOptions) -> ClipDataset:
+def _dataset(
+    db_path: str | os.PathLike | Sequence[str | os.PathLike], transform: LMDBDataTransform | None, opts: LoaderOptions
+) -> ClipDataset | MultiStoreDataset:
     subset = {name: getattr(opts, name) for name in ("keys", "labels", "categories", "methods", "exclude_methods")}
-    return ClipDataset(db_path, transform, on_error=opts.on_error, verify=opts.verify, storage_options=opts.storage_options, **subset)
+    common = {"on_error": opts.on_error, "verify": opts.verify, "storage_options": opts.storage_options}
+    if isinstance(db_path, (list, tuple)):
+        return MultiStoreDataset(db_path, transform, **common, **subset)
+    return ClipDataset(db_path, transform, **common, **subset)
 
 
 def create_data_loader(
-    db_path: str | os.PathLike,
+    db_path: str | os.PathLike | Sequence[str | os.PathLike],
     transform: Callable[..., Any] | None = None,
     batch_size: int = 32,
     num_workers: int | None = None,
@@ -491,10 +640,14 @@ def create_data_loader(
     target_device: str | torch.device | None = None,
     **options: Any,
 ) -> ClipLoader:
-    """Build a loader over a store of any format.
+    """Build a loader over a store of any format, or over several stores as one dataset.
 
     Args:
-        db_path: Store path (``.../data.lmdb``, ``.h5``, ``.numpy``, ``.torch``).
+        db_path: Store path (``.../data.lmdb``, ``.h5``, ``.numpy``, ``.torch``),
+            or a list of them (any mix of formats): read as one dataset whose
+            batches mix the stores, each sample's metadata naming its
+            ``dataset`` (see :mod:`src.data.multi_store`). Their clips must
+            agree in shape and dtype, as stored or after ``transform``.
         transform: ``None`` for the fast whole-batch path; an
             :class:`~src.data.transforms.LMDBDataTransform` (gets the stored
             sample) or any callable on the clip tensor ``(C, T, H, W)`` such as a
@@ -512,6 +665,10 @@ def create_data_loader(
               uneven tail between distributed ranks).
             * ``balanced`` (False): draw with replacement so each label is
               equally likely; ``num_samples`` draws per epoch (default: size).
+            * ``balance_by`` ("label"): with ``balanced``, even out
+              ``"label"``, ``"dataset"`` or ``"dataset_label"`` (each dataset,
+              then each label within it); ``dataset_weights``
+              (``{name: weight}``) draws datasets in given proportions.
             * ``keys``, ``labels``, ``categories``, ``methods``,
               ``exclude_methods``: subset through the indexes.
             * ``on_error`` ("raise"): ``"skip"`` leaves corrupt samples out and
@@ -528,15 +685,19 @@ def create_data_loader(
               transform's, if it was set explicitly; the store's recorded
               ``loader:`` section of the preprocessing config; ImageNet's.
             * ``rank``, ``world_size``: distributed share (default: from
-              ``torch.distributed`` when initialised).
+              ``torch.distributed`` when initialised). Every rank reads one
+              global order per ``(seed, epoch)``, whatever the world size,
+              taking positions ``rank, rank + world_size, ...``; the uneven
+              tail is padded (or dropped with ``drop_last``).
             * ``storage_options``: extra arguments for ``open_storage``.
 
     Returns:
-        A :class:`ClipLoader`.
+        A :class:`ClipLoader` (``state_dict``/``load_state_dict`` to resume
+        mid-epoch, ``set_epoch``).
 
     Raises:
         ConfigError: Unknown or invalid options, an unavailable device, an
-            empty subset.
+            empty subset, stores whose clips disagree.
         StorageError: No readable store at ``db_path``.
     """
     opts = LoaderOptions.from_kwargs(options)
@@ -565,8 +726,8 @@ def create_data_loader(
 
 
 def create_train_val_loaders(
-    train_db_path: str | os.PathLike,
-    val_db_path: str | os.PathLike,
+    train_db_path: str | os.PathLike | Sequence[str | os.PathLike],
+    val_db_path: str | os.PathLike | Sequence[str | os.PathLike],
     batch_size: int = 32,
     num_workers: int = 4,
     target_device: str | torch.device = "cuda",
@@ -578,15 +739,16 @@ def create_train_val_loaders(
     """Build the training loader (shuffled) and the validation loader (in order).
 
     Args:
-        train_db_path: Training store.
-        val_db_path: Validation store.
+        train_db_path: Training store, or a list of stores read as one.
+        val_db_path: Validation store, or a list of stores read as one.
         batch_size: Samples per batch (both loaders).
         num_workers: Reader threads / worker processes per loader.
         target_device: Where batches are delivered (``"cuda"`` needs a GPU).
         train_transform: Per-sample augmentation for training (optional).
         val_transform: Per-sample transform for validation (optional).
         **options: As for :func:`create_data_loader`; ``balanced``,
-            ``num_samples`` and ``drop_last`` apply to training only.
+            ``num_samples``, ``balance_by``, ``dataset_weights`` and
+            ``drop_last`` apply to training only.
 
     Returns:
         ``(train_loader, val_loader)``.

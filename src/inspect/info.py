@@ -3,18 +3,35 @@
 :func:`collect_info` returns a :class:`StoreInfo`; :func:`flatten_config` and
 :func:`compact_config` give the short view of the preprocessing config that
 ``inspect_data.py info`` prints.
+
+An output root may hold several datasets (``data/processed/FaceForensics++``,
+``data/processed/Celeb-DF-v2``, ...): :func:`find_dataset_stores` finds the
+stores of each, and :func:`summarize_datasets` totals their infos per dataset.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from src.data.storage import Storage
-from src.inspect.stores import StoreTarget, store_size
+from src.data.store_names import store_dataset_name
+from src.inspect.stores import StoreTarget, find_stores, store_size
 
-__all__ = ["COUNT_FIELDS", "LABEL_NAMES", "StoreInfo", "collect_info", "flatten_config", "compact_config"]
+__all__ = [
+    "COUNT_FIELDS",
+    "LABEL_NAMES",
+    "DatasetSummary",
+    "StoreInfo",
+    "collect_info",
+    "compact_config",
+    "find_dataset_stores",
+    "flatten_config",
+    "summarize_datasets",
+]
 
 # The index fields whose counts are reported, in this order.
 COUNT_FIELDS: tuple[str, ...] = ("label", "category", "method")
@@ -59,6 +76,8 @@ class StoreInfo:
         updated: When it was last written, if recorded.
         config: The configuration that produced the store, if recorded.
         extra_meta: Any other ``__meta__`` entries.
+        dataset: The dataset it holds: the recorded ``dataset.name``, else
+            its dataset folder (see :func:`~src.data.store_names.store_dataset_name`).
     """
 
     name: str
@@ -77,6 +96,34 @@ class StoreInfo:
     updated: str | None = None
     config: dict[str, Any] | None = None
     extra_meta: dict[str, Any] = field(default_factory=dict)
+    dataset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything as JSON-serialisable values."""
+        return asdict(self)
+
+
+@dataclass
+class DatasetSummary:
+    """The stores of one dataset of an output root, totalled.
+
+    Attributes:
+        name: The dataset's folder under the root (``FaceForensics++``).
+        datasets: The dataset names its stores record (``faceforensics``).
+        stores: Number of stores.
+        num_samples: Samples over all its stores.
+        size_bytes: Bytes on disk over all its stores.
+        splits: ``{split: samples}``.
+        counts: ``{field: {value: count}}`` summed over the stores that index the field.
+    """
+
+    name: str
+    datasets: list[str] = field(default_factory=list)
+    stores: int = 0
+    num_samples: int = 0
+    size_bytes: int = 0
+    splits: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything as JSON-serialisable values."""
@@ -123,7 +170,63 @@ def collect_info(store: Storage, target: StoreTarget) -> StoreInfo:
         updated=meta.get("updated"),
         config=meta.get("config"),
         extra_meta={k: v for k, v in meta.items() if k not in _KNOWN_META},
+        dataset=store_dataset_name(store, target.path),
     )
+
+
+def find_dataset_stores(path: str | os.PathLike) -> list[StoreTarget]:
+    """The stores at ``path``, also when it is an output root holding several datasets.
+
+    A store, a split directory or one dataset's root gives what
+    :func:`~src.inspect.stores.find_stores` gives. A directory of dataset
+    roots (``data/processed`` with ``FaceForensics++/``, ``Celeb-DF-v2/``,
+    ...) gives every dataset's stores, datasets by name, each one's splits in
+    ``train, val, test`` order, named ``<dataset>/<split>/<store>``.
+
+    Args:
+        path: A store, a split directory, a dataset root or an output root.
+
+    Returns:
+        The stores found; empty when there are none.
+    """
+    targets = find_stores(path)
+    root = Path(path)
+    if targets or not root.is_dir():
+        return targets
+    try:
+        children = sorted(c for c in root.iterdir() if c.is_dir())
+    except OSError:
+        return []
+    return [StoreTarget(f"{child.name}/{t.name}", t.split, t.path) for child in children for t in find_stores(child)]
+
+
+def summarize_datasets(infos: list[StoreInfo]) -> list[DatasetSummary]:
+    """Total store infos per dataset, in the order the datasets first appear.
+
+    A store named ``<dataset>/<split>/<store>`` (from :func:`find_dataset_stores`)
+    belongs to ``<dataset>``; any other to its recorded dataset name.
+    """
+    summaries: dict[str, DatasetSummary] = {}
+    for info in infos:
+        parts = info.name.split("/")
+        name = parts[0] if len(parts) >= 3 else (info.dataset or "?")
+        split = parts[-2] if len(parts) >= 2 else "?"
+        summary = summaries.setdefault(name, DatasetSummary(name))
+        if info.dataset and info.dataset not in summary.datasets:
+            summary.datasets.append(info.dataset)
+        summary.stores += 1
+        summary.num_samples += info.num_samples
+        summary.size_bytes += info.size_bytes
+        summary.splits[split] = summary.splits.get(split, 0) + info.num_samples
+        for field_name, counts in info.counts.items():
+            if counts is None:
+                continue
+            total = summary.counts.setdefault(field_name, {})
+            for value, n in counts.items():
+                total[value] = total.get(value, 0) + n
+    for summary in summaries.values():
+        summary.counts = {f: {v: c[v] for v in sorted(c, key=_value_order)} for f, c in summary.counts.items()}
+    return list(summaries.values())
 
 
 def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
