@@ -23,14 +23,30 @@ from src.data import CODECS, backend_names
 from src.datasets.catalog import catalog_names
 from src.errors import ConfigError, DatasetError, DeepfakeDataError, StorageError
 from src.plugins import load_plugins
+from src.preprocessing.registries import EXECUTORS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "preprocessing.yaml"
+PRESET_DIR = DEFAULT_CONFIG.parent / "presets"
+
+
+def preset_names() -> list[str]:
+    """The presets shipped in ``configs/presets``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    if args.preset and args.config:
+        raise ConfigError("give --preset or --config, not both (a preset is a config file: configs/presets/NAME.yaml)")
+    if args.preset:
+        return str(PRESET_DIR / f"{args.preset}.yaml")
+    return args.config or str(DEFAULT_CONFIG)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help=f"dataset catalog: {', '.join(catalog_names())}")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: configs/preprocessing.yaml)")
+    parser.add_argument("--config", default=None, help="YAML config (default: configs/preprocessing.yaml)")
+    parser.add_argument("--preset", choices=preset_names(), help="a standard setting of the field (configs/presets/NAME.yaml; see its header)")
     parser.add_argument(
         "--input-dir", help="dataset root (default: dataset.input_dir; for another dataset than the config's, its usual folder beside it)"
     )
@@ -38,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--format", choices=backend_names(), help="store format (default: output.format)")
     parser.add_argument("--codec", choices=CODECS, help="clip codec (default: output.codec)")
     parser.add_argument("--workers", type=int, help="worker processes (default: the number of CPU cores)")
+    parser.add_argument("--executor", choices=EXECUTORS.names(), help="how videos are processed (default: processing.executor)")
+    parser.add_argument(
+        "--ray-address", metavar="auto|HOST:PORT", help="join this Ray cluster (implies --executor ray; default: processing.ray_address, null = a local instance)"
+    )
     parser.add_argument("--limit", type=int, help="process at most N videos (each split in proportion)")
     parser.add_argument("--overwrite", action="store_true", help="delete existing stores and start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,10 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        args.config = _config_path(args)
         overrides = {
             "dataset": {"name": args.dataset, "input_dir": args.input_dir},
             "output": {"dir": args.output_dir, "format": args.format, "codec": args.codec},
-            "processing": {"workers": args.workers, "limit": args.limit},
+            "processing": {
+                "workers": args.workers,
+                "limit": args.limit,
+                "executor": args.executor or ("ray" if args.ray_address else None),
+                "ray_address": args.ray_address,
+            },
         }
         from src.datasets.catalog import get_catalog
 

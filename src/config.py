@@ -154,15 +154,19 @@ class FramesConfig:
         sampling: ``uniform`` (spread over the video) or ``window``
             (consecutive frames, for lip-sync detectors).
         num_windows: Number of windows in ``window`` mode.
+        fps: Select frames on this frame rate's timeline (resampled from the
+            source rate; e.g. 25 for audio-visual sync models); null: the source rate.
     """
 
     num_frames: int = 16
     sampling: str = "uniform"
     num_windows: int = 1
+    fps: float | None = None
 
     def __post_init__(self) -> None:
         _positive("frames", "num_frames", self.num_frames)
         _positive("frames", "num_windows", self.num_windows)
+        _positive("frames", "fps", self.fps, allow_none=True)
         _choice("frames", "sampling", self.sampling, FRAME_SELECTORS.names())
         if self.sampling == "window" and self.num_frames % self.num_windows:
             raise ConfigError(f"frames.num_frames ({self.num_frames}) must be divisible by frames.num_windows ({self.num_windows})")

@@ -29,7 +29,7 @@ from src.errors import VideoDecodeError
 from src.preprocessing.audio import audio_span_for_frames, load_audio, num_samples
 from src.preprocessing.video import VideoInfo, _info, _to_rgb, _video_stream, decode_video, open_media, select_frame_indices
 
-__all__ = ["Clip", "decode_clip", "to_mono_resampled"]
+__all__ = ["Clip", "decode_clip", "resampled_indices", "to_mono_resampled"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +106,29 @@ def _fallback(path: Path, num_frames: int, mode: str, num_windows: int, audio_ra
     return Clip(frames, indices, info, audio, has_audio, span)
 
 
+def resampled_indices(num_source: int, source_fps: float, target_fps: float, num_frames: int, mode: str, num_windows: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """Select frames on a ``target_fps`` timeline and map them to source frames.
+
+    The selection (uniform or windows) runs over the frames the video would have at
+    ``target_fps``; each selected time takes the source frame showing at that time.
+
+    Returns:
+        ``(source indices, (start_s, end_s))``: the span is that of the resampled frames.
+    """
+    n = max(1, int(np.floor(num_source * target_fps / source_fps + 1e-6)))
+    grid = select_frame_indices(n, num_frames, mode, num_windows)
+    source = np.minimum(np.floor(grid * (source_fps / target_fps) + 1e-6).astype(np.int64), num_source - 1)
+    return source, (float(grid[0]) / target_fps, float(grid[-1] + 1) / target_fps)
+
+
 def decode_clip(
-    path: str | Path, num_frames: int, mode: str = "uniform", num_windows: int = 1, audio_rate: int | None = 16000, threaded: bool = False
+    path: str | Path,
+    num_frames: int,
+    mode: str = "uniform",
+    num_windows: int = 1,
+    audio_rate: int | None = 16000,
+    threaded: bool = False,
+    target_fps: float | None = None,
 ) -> Clip:
     """Decode the selected frames and the audio they span, in one pass.
 
@@ -120,6 +141,9 @@ def decode_clip(
         threaded: Let FFmpeg decode with several threads. Off by default: the
             pipeline already runs one worker per core, and measured here frame
             threading then only adds contention.
+        target_fps: Select frames on this frame rate's timeline (e.g. 25 for
+            audio-visual sync models), taking the source frame shown at each time;
+            the audio spans the resampled frames exactly. None: the source rate.
 
     Returns:
         The :class:`Clip`.
@@ -133,10 +157,15 @@ def decode_clip(
         vstream = _video_stream(container, path)
         if not vstream.frames or vstream.frames <= 0:
             # No trustworthy frame count in the header: the stage functions count packets first.
+            if target_fps is not None:
+                logger.warning("%s: no frame count in the header; frames are selected at the source rate, not %s fps", path, target_fps)
             return _fallback(path, num_frames, mode, num_windows, audio_rate)
         info = _info(container, vstream, path)
-        indices = select_frame_indices(info.num_frames, num_frames, mode, num_windows)
-        start_s, end_s = audio_span_for_frames(indices, info.fps)
+        if target_fps is None:
+            indices = select_frame_indices(info.num_frames, num_frames, mode, num_windows)
+            start_s, end_s = audio_span_for_frames(indices, info.fps)
+        else:
+            indices, (start_s, end_s) = resampled_indices(info.num_frames, info.fps, target_fps, num_frames, mode, num_windows)
         astream = container.streams.audio[0] if container.streams.audio and audio_rate is not None else None
         wanted = {int(i) for i in indices}
         last_wanted = max(wanted)
@@ -164,7 +193,8 @@ def decode_clip(
                         count += 1
                         if count > last_wanted:
                             video_done = True
-                            start_s, end_s = _span_from_times(indices, times, info.fps, (start_s, end_s))
+                            if target_fps is None:
+                                start_s, end_s = _span_from_times(indices, times, info.fps, (start_s, end_s))
                             break
                 elif not audio_done:
                     for frame in packet.decode():

@@ -148,7 +148,7 @@ def process_video(
     fc, faces_cfg, audio_cfg = config.frames, config.faces, config.audio
 
     t0 = time.perf_counter()
-    clip = decode_clip(task.path, fc.num_frames, fc.sampling, fc.num_windows, audio_cfg.sample_rate if audio_cfg.enabled else None)
+    clip = decode_clip(task.path, fc.num_frames, fc.sampling, fc.num_windows, audio_cfg.sample_rate if audio_cfg.enabled else None, target_fps=fc.fps)
     frames, indices, info = clip.frames, clip.indices, clip.info
     t1 = time.perf_counter()
     if landmarker is None and faces_cfg.landmarks is not None:
