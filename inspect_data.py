@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     preview.add_argument("--seed", type=int, default=0, help="seed of the random choice of clips (default: 0)")
     preview.add_argument("--frames", type=_positive, default=8, help="evenly spaced frames per row (default: 8)")
     preview.add_argument("--tile", type=_positive, default=128, help="side of each frame's tile in pixels (default: 128)")
+    preview.add_argument("--landmarks", action="store_true", help="draw the stored face landmarks (frames without a face are always marked)")
     return parser.parse_args(argv)
 
 
@@ -256,7 +257,7 @@ def _run_preview(targets: list[StoreTarget], args: argparse.Namespace) -> int:
         out = _preview_path(Path(args.out), target, targets)
         try:
             with open_checked(target.path) as store:
-                sheet = contact_sheet(store, num=args.num, seed=args.seed, frames=args.frames, tile=args.tile)
+                sheet = contact_sheet(store, num=args.num, seed=args.seed, frames=args.frames, tile=args.tile, landmarks=args.landmarks)
             write_png(out, sheet.image)
         except Exception as exc:  # a damaged store is reported, never a traceback
             _error(_describe(target, exc))

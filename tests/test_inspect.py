@@ -471,3 +471,24 @@ def test_end_to_end_on_the_preprocessed_demo(processed, tmp_path):
         n = len(store)
     assert inspect_data.main(["preview", str(train), "--out", str(tmp_path / "train.png")]) == 0
     assert cv2.imread(str(tmp_path / "train.png")).shape == (min(8, n) * (CAPTION_HEIGHT + 128), 8 * 128, 3)
+
+
+def test_preview_marks_frames_without_a_face_and_draws_landmarks(tmp_path):
+    from src.inspect.preview import CAPTION_HEIGHT, contact_sheet
+
+    data = np.full((3, 4, 64, 64), 128, np.uint8)
+    points = np.full((4, 5, 2), np.nan)
+    points[0] = [[20, 20], [44, 20], [32, 34], [22, 48], [42, 48]]
+    meta = {"face_presence": [True, False, True, True], "face_coverage": 0.75, "face_found": True, "landmarks": points.tolist()}
+    path = tmp_path / "data.lmdb"
+    with open_storage(path, "w", format="lmdb") as store:
+        store.store_sample("sample_000001", {"data": data, "label": 1, "metadata": meta})
+    with open_storage(path) as store:
+        plain = contact_sheet(store, num=1, frames=4, tile=64).image
+        drawn = contact_sheet(store, num=1, frames=4, tile=64, landmarks=True).image
+    tiles = [plain[CAPTION_HEIGHT:, i * 64 : (i + 1) * 64] for i in range(4)]
+    red = [int(((t[..., 0] > 200) & (t[..., 1] < 100)).sum()) for t in tiles]
+    assert red[1] > 100 and red[0] == red[2] == red[3] == 0  # only the frame without a face is crossed out
+    green = (drawn[..., 1] > 200) & (drawn[..., 0] < 100)
+    assert green[CAPTION_HEIGHT:, :64].sum() >= 5 and not green[CAPTION_HEIGHT:, 64:].any()
+    assert green[CAPTION_HEIGHT + 20, 20] or green[CAPTION_HEIGHT + 20, 21] or green[CAPTION_HEIGHT + 19, 20]

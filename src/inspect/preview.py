@@ -137,12 +137,47 @@ def _letterbox(frame: np.ndarray, tile: int) -> np.ndarray:
 
 
 def caption(key: str, label: Any, metadata: dict[str, Any]) -> str:
-    """``sample_000001  fake  fsgan-wav2lip  face_found=True``."""
+    """``sample_000001  fake  fsgan-wav2lip  face_found=True`` (with ``coverage=0.50`` when stored)."""
     name = LABEL_NAMES.get(label, f"label {label}") if isinstance(label, int) else f"label {label}"
-    return f"{key}  {name}  {metadata.get('method', '?')}  face_found={metadata.get('face_found', '?')}"
+    text = f"{key}  {name}  {metadata.get('method', '?')}  face_found={metadata.get('face_found', '?')}"
+    coverage = metadata.get("face_coverage")
+    return text + (f"  coverage={coverage:.2f}" if isinstance(coverage, (int, float)) and coverage < 1 else "")
 
 
-def _draw_row(key: str, text: str, colour: tuple[int, int, int], frames: np.ndarray | None, k: int, tile: int) -> np.ndarray:
+#: Colour of the "no face" mark and of drawn landmarks.
+_NO_FACE = (235, 60, 60)
+_LANDMARK = (60, 230, 90)
+
+
+def _annotate(tile_img: np.ndarray, frame_shape: tuple[int, ...], present: bool | None, points: np.ndarray | None) -> None:
+    """Mark a frame without the face (red frame and cross) and draw landmarks, in place."""
+    import cv2
+
+    tile = tile_img.shape[0]
+    if present is False:
+        cv2.rectangle(tile_img, (0, 0), (tile - 1, tile - 1), _NO_FACE, 2)
+        cv2.line(tile_img, (0, 0), (tile - 1, tile - 1), _NO_FACE, 1, cv2.LINE_AA)
+        cv2.line(tile_img, (0, tile - 1), (tile - 1, 0), _NO_FACE, 1, cv2.LINE_AA)
+        cv2.putText(tile_img, "no face", (4, tile - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, _NO_FACE, 1, cv2.LINE_AA)
+    if points is not None:
+        h, w = frame_shape[:2]
+        scale = tile / max(h, w)
+        top, left = (tile - round(h * scale)) // 2, (tile - round(w * scale)) // 2
+        for x, y in np.asarray(points, dtype=np.float64):
+            if np.isfinite(x) and np.isfinite(y):
+                cv2.circle(tile_img, (int(round(left + x * scale)), int(round(top + y * scale))), 1, _LANDMARK, -1, cv2.LINE_AA)
+
+
+def _draw_row(
+    key: str,
+    text: str,
+    colour: tuple[int, int, int],
+    frames: np.ndarray | None,
+    k: int,
+    tile: int,
+    presence: list | None = None,
+    landmarks: np.ndarray | None = None,
+) -> np.ndarray:
     import cv2
 
     row = np.empty((CAPTION_HEIGHT + tile, k * tile, 3), np.uint8)
@@ -150,12 +185,30 @@ def _draw_row(key: str, text: str, colour: tuple[int, int, int], frames: np.ndar
     cv2.putText(row, text, (4, CAPTION_HEIGHT - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
     if frames is not None:
         for i, t in enumerate(frame_indices(len(frames), k)):
-            row[CAPTION_HEIGHT:, i * tile : (i + 1) * tile] = _letterbox(frames[t], tile)
+            cell = _letterbox(frames[t], tile)
+            present = bool(presence[t]) if presence is not None and t < len(presence) else None
+            points = landmarks[t] if landmarks is not None and t < len(landmarks) else None
+            _annotate(cell, frames[t].shape, present, points)
+            row[CAPTION_HEIGHT:, i * tile : (i + 1) * tile] = cell
     return row
 
 
-def contact_sheet(store: Storage, num: int = 8, seed: int = 0, frames: int = 8, tile: int = 128) -> PreviewSheet:
+def _landmarks(metadata: dict[str, Any]) -> np.ndarray | None:
+    raw = metadata.get("landmarks")
+    if raw is None:
+        return None
+    try:
+        points = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return points if points.ndim == 3 and points.shape[-1] == 2 else None
+
+
+def contact_sheet(store: Storage, num: int = 8, seed: int = 0, frames: int = 8, tile: int = 128, landmarks: bool = False) -> PreviewSheet:
     """Render random samples of a store as a contact sheet.
+
+    Frames whose ``face_presence`` is false are crossed out in red and labelled
+    "no face"; with ``landmarks`` the stored landmarks are drawn in green.
 
     Args:
         store: An open store of any format.
@@ -163,6 +216,7 @@ def contact_sheet(store: Storage, num: int = 8, seed: int = 0, frames: int = 8, 
         seed: Seed of the sample choice.
         frames: Frames per row, evenly spaced over the clip.
         tile: Side of each frame's square tile in pixels.
+        landmarks: Draw the stored landmarks (metadata ``landmarks``, crop pixels).
 
     Returns:
         The sheet; damaged samples appear as captioned grey rows and in ``failed``.
@@ -181,9 +235,17 @@ def contact_sheet(store: Storage, num: int = 8, seed: int = 0, frames: int = 8, 
         try:
             sample = store.retrieve_sample(key, verify=True)
             clip = clip_frames(sample["data"])
+            meta = sample["metadata"]
             rows.append(
                 _draw_row(
-                    key, caption(key, sample["label"], sample["metadata"]), _TEXT.get(sample["label"], (230, 230, 230)), clip, frames, tile
+                    key,
+                    caption(key, sample["label"], meta),
+                    _TEXT.get(sample["label"], (230, 230, 230)),
+                    clip,
+                    frames,
+                    tile,
+                    presence=meta.get("face_presence"),
+                    landmarks=_landmarks(meta) if landmarks else None,
                 )
             )
         except Exception as exc:  # show the damage in the sheet rather than stop the preview
