@@ -177,7 +177,7 @@ class FacesConfig:
     """Face detection and cropping.
 
     Attributes:
-        detector: Detector backend, one of ``dlib_hog`` or ``haar``.
+        detector: Detector backend, one of ``dlib_hog``, ``haar`` or ``mtcnn``.
         image_size: Side of the square output crops.
         margin: Crop side as a multiple of the face box side.
         detect_every: Run the detector on every n-th sampled frame (and the

@@ -163,3 +163,23 @@ def test_landmarks_are_stored_in_crop_pixels_and_map_back(tmp_path):
     # mapped back, the landmarks lie on the face in the source frame
     back = transform_points(invert(result.transforms[0]), result.landmarks[0])
     assert np.all(np.abs(back - [112, 112]) < 60)
+
+
+def test_mtcnn_batched_matches_single_and_tracks_on_cpu(tmp_path):
+    from src.preprocessing.mtcnn import MTCNNDetector
+
+    spec, truth = [], []
+    for i in range(8):
+        cx = 120 + 12 * i
+        spec.append(([(cx, 120, 70, 0)], (110, 110, 110)))
+        truth.append((cx, 120, 70))
+    frames = _video(tmp_path, "mtcnn", (256, 240), spec)
+    det = MTCNNDetector(device="cpu")  # the GPU path with the device abstracted
+    batch = det.detect_many(list(frames[:3]), 1.0)
+    for frame, boxes in zip(frames[:3], batch, strict=True):
+        single = det.detect_at(frame, 1.0)
+        assert len(single) == len(boxes) == 1
+        assert np.allclose(tuple(single[0])[:4], tuple(boxes[0])[:4], atol=1.0)
+    result = crop_faces(frames, det, create_landmarker("dlib5"), TrackOptions(), CropOptions(image_size=128))
+    assert all(result.presence)
+    _assert_centred(result, truth, 128)

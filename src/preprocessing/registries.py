@@ -28,7 +28,11 @@ def _set_name(name: str, obj: Any) -> None:
 #: Face detector classes (:class:`~src.preprocessing.faces.FaceDetector` subclasses) by name.
 DETECTORS: Registry[Any] = Registry(
     "face detector",
-    {"dlib_hog": "src.preprocessing.faces:DlibHogDetector", "haar": "src.preprocessing.faces:HaarDetector"},
+    {
+        "dlib_hog": "src.preprocessing.faces:DlibHogDetector",
+        "haar": "src.preprocessing.faces:HaarDetector",
+        "mtcnn": "src.preprocessing.mtcnn:MTCNNDetector",
+    },
     on_register=_set_name,
 )
 

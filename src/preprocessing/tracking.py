@@ -216,10 +216,30 @@ class _ShotTracker:
         frames = list(range(self.start, self.end, self.opts.detect_every))
         if frames[-1] != self.end - 1:
             frames.append(self.end - 1)
-        for i in frames:
-            self.detect(i)
+        if getattr(self.detector, "batched", False):
+            self._detect_batch(frames)
+        else:
+            for i in frames:
+                self.detect(i)
         if self.opts.refine_iou is not None:
             self._refine(frames)
+
+    def _detect_batch(self, scheduled: list[int]) -> None:
+        """A batched detector (a GPU network) searches all scheduled frames in one pass;
+        the track then follows through the results, falling back to single detections."""
+        scale = _full_scale(self.frames.shape[1:], self.detector, self.opts)
+        found = self.detector.detect_many([self.frames[i] for i in scheduled], scale)
+        self.counts["full"] += len(scheduled)
+        for i, boxes in zip(scheduled, found, strict=True):
+            near = self._nearest_known(i)
+            if near is None:
+                h, w = self.frames.shape[1:3]
+                self.chosen[i] = choose_main(boxes, w, h) if boxes else None
+            else:
+                self.chosen[i] = follow(near[0], boxes, near[1])
+                if self.chosen[i] is None and boxes:
+                    del self.chosen[i]
+                    self.detect(i)
 
     def _refine(self, done: list[int]) -> None:
         stack = list(zip(done, done[1:]))
