@@ -9,8 +9,11 @@ interleaved in one process (median over videos and repeats):
 
 * ``decode_only``: demux and decode every video and audio frame, nothing else
   (the floor any pipeline pays);
-* ``pipeline``: this project's per-video work (``process_video``: frame
-  selection, face detection/tracking/cropping, audio cut and resampling);
+* ``pipeline``: this project's per-video work with the default settings
+  (``process_video``: frame selection, face detection/tracking, 5-point
+  landmarks and alignment, audio cut and resampling);
+* ``pipeline_noalign``: the same with ``faces.landmarks: null, align: false``
+  (square crops around the tracked box);
 * ``deepfakebench_style``: cv2.VideoCapture reads every frame, dlib HOG on each
   of the 16 sampled frames, crop, resize, one PNG written per frame (the layout
   DeepfakeBench-style repos store);
@@ -38,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from src.config import config_from_dict  # noqa: E402
 from src.preprocessing.faces import create_detector  # noqa: E402
+from src.preprocessing.landmarks import create_landmarker  # noqa: E402
 from src.preprocessing.pipeline import VideoTask, process_video  # noqa: E402
 from src.preprocessing.runner import run_preprocessing  # noqa: E402
 from src.preprocessing.video import select_frame_indices  # noqa: E402
@@ -114,19 +118,22 @@ def main(argv: list[str] | None = None) -> int:
         root = tmp / "raw" / "FakeAVCeleb_v1.2"
         paths = make_dataset(root, args.videos, args.seconds)
         config = config_from_dict({"dataset": {"input_dir": str(root)}, "output": {"dir": str(tmp / "out")}, "processing": {"workers": args.workers}})
+        plain = config_from_dict({"dataset": {"input_dir": str(root)}, "faces": {"landmarks": None, "align": False}})
         detector = create_detector(config.faces.detector, max_side=config.faces.max_side)
+        landmarker = create_landmarker(config.faces.landmarks)
         hog = dlib.get_frontal_face_detector()
         tasks = [VideoTask("k", "train", p.name, str(p), 1, 1, 0, {}) for p in paths]
-        process_video(tasks[0], config, detector)  # warm-up: models, caches
+        process_video(tasks[0], config, detector, None, landmarker)  # warm-up: models, caches
         deepfakebench_style(paths[0], tmp / "png_warm", hog)
 
-        times: dict[str, list[float]] = {"decode_only": [], "pipeline": [], "deepfakebench_style": []}
+        times: dict[str, list[float]] = {"decode_only": [], "pipeline": [], "pipeline_noalign": [], "deepfakebench_style": []}
         for r in range(args.repeats):
             for i, (path, task) in enumerate(zip(paths, tasks)):
                 png_dir = tmp / "png" / f"{r}_{i}"
                 for name, fn, arg in (
                     ("decode_only", decode_only, (path,)),
-                    ("pipeline", process_video, (task, config, detector)),
+                    ("pipeline", process_video, (task, config, detector, None, landmarker)),
+                    ("pipeline_noalign", process_video, (task, plain, detector)),
                     ("deepfakebench_style", deepfakebench_style, (path, png_dir, hog)),
                 ):
                     t = time.perf_counter()
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_preprocessing,videos_per_s,{run_rate:.2f},videos/s")
         print(f"run_preprocessing,workers,{args.workers},count")
         print(f"pipeline_vs_decode_only,ratio,{med['pipeline'] / med['decode_only']:.2f},x")
+        print(f"pipeline_noalign_vs_decode_only,ratio,{med['pipeline_noalign'] / med['decode_only']:.2f},x")
         print(f"deepfakebench_vs_pipeline,speedup,{med['deepfakebench_style'] / med['pipeline']:.2f},x")
         print(
             f"\n# {args.videos} videos, 224x224, {args.seconds:g} s at 25 fps, {args.repeats} repeats, serial per-video timings\n"

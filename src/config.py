@@ -200,6 +200,8 @@ class FacesConfig:
             template (scaled by ``margin``); false: square crops around the box.
         absent: What a frame without the face stores: ``hold`` (the nearest
             present frame's crop window) or ``black``; its ``face_presence`` is false.
+        landmarks_on: ``detected`` (the landmark model runs where a detection is on
+            the track, points are interpolated between) or ``all`` present frames.
     """
 
     detector: str = "dlib_hog"
@@ -210,11 +212,12 @@ class FacesConfig:
     max_side: int = 1920
     on_no_face: str = "center"
     min_face_px: int = 40
-    track_face_px: int = 110
+    track_face_px: int = 96
     cut_threshold: float | None = 0.5
     landmarks: str | None = "dlib5"
     align: bool = True
     absent: str = "hold"
+    landmarks_on: str = "detected"
 
     def __post_init__(self) -> None:
         _choice("faces", "detector", self.detector, DETECTORS.names())
@@ -229,6 +232,7 @@ class FacesConfig:
         _positive("faces", "min_face_px", self.min_face_px)
         _positive("faces", "track_face_px", self.track_face_px)
         _choice("faces", "absent", self.absent, ("hold", "black"))
+        _choice("faces", "landmarks_on", self.landmarks_on, ("detected", "all"))
         if self.landmarks is not None:
             from src.preprocessing.landmarks import LANDMARKERS
 

@@ -116,7 +116,14 @@ def _options(faces_cfg: Any) -> tuple[TrackOptions, CropOptions]:
         cut_threshold=faces_cfg.cut_threshold,
         track_face_px=faces_cfg.track_face_px,
     )
-    crop = CropOptions(image_size=faces_cfg.image_size, margin=faces_cfg.margin, align=faces_cfg.align, absent=faces_cfg.absent, on_no_face=faces_cfg.on_no_face)
+    crop = CropOptions(
+        image_size=faces_cfg.image_size,
+        margin=faces_cfg.margin,
+        align=faces_cfg.align,
+        absent=faces_cfg.absent,
+        on_no_face=faces_cfg.on_no_face,
+        landmarks_on=faces_cfg.landmarks_on,
+    )
     return track, crop
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from src.errors import ConfigError
 from src.preprocessing.faces import Box, FaceDetector, box_iou
 
-__all__ = ["FaceTrack", "TrackOptions", "choose_main", "detect_full", "detect_near", "follow", "scene_cuts", "track_faces"]
+__all__ = ["FaceTrack", "TrackOptions", "choose_main", "detect_full", "detect_near", "follow", "full_scales", "scene_cuts", "track_faces"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ class TrackOptions:
     detect_every: int = 8
     refine_iou: float | None = 0.5
     cut_threshold: float | None = 0.5
-    roi_scale: float = 3.0
-    track_face_px: int = 110
+    roi_scale: float = 2.2
+    track_face_px: int = 96
 
     def __post_init__(self) -> None:
         if self.min_face_px < 8 or self.max_side < 64 or self.detect_every < 1:
@@ -115,15 +115,37 @@ def _full_scale(shape: tuple[int, ...], detector: FaceDetector, opts: TrackOptio
     return min(scale, opts.max_side / max(h, w))
 
 
+def full_scales(shape: tuple[int, ...], detector: FaceDetector, opts: TrackOptions) -> list[float]:
+    """Coarse-to-fine scales of a full-frame search: the finest finds ``min_face_px`` faces;
+    each coarser one (half the previous) finds faces twice as large at a quarter of the cost."""
+    finest = _full_scale(shape, detector, opts)
+    short = min(shape[:2])
+    scales = [finest]
+    while len(scales) < 3 and short * scales[-1] / 2 >= 1.5 * detector.native_min_face:
+        scales.append(scales[-1] / 2)
+    return scales[::-1]
+
+
 def detect_full(detector: FaceDetector, frame: np.ndarray, opts: TrackOptions) -> list[Box]:
-    """Search the whole frame at the scale that makes ``min_face_px`` faces detectable."""
-    return detector.detect_at(frame, _full_scale(frame.shape, detector, opts))
+    """Search the whole frame coarse to fine, stopping at the first scale that finds a face.
+
+    A large face is found on a small image; only when none is there does the
+    search go on to the scale that makes ``min_face_px`` faces detectable.
+    """
+    for scale in full_scales(frame.shape, detector, opts):
+        boxes = detector.detect_at(frame, scale)
+        if boxes:
+            return boxes
+    return []
 
 
-def detect_near(detector: FaceDetector, frame: np.ndarray, box: Box, opts: TrackOptions) -> list[Box]:
-    """Search a region around ``box``, scaled so the face has ``track_face_px`` pixels."""
+def detect_near(detector: FaceDetector, frame: np.ndarray, box: Box, opts: TrackOptions, frames_apart: int = 1) -> list[Box]:
+    """Search a region around ``box``, scaled so the face has ``track_face_px`` pixels.
+
+    The region grows with the frames since ``box`` was seen (the face may have moved).
+    """
     h, w = frame.shape[:2]
-    side = max(box.width, box.height) * opts.roi_scale
+    side = max(box.width, box.height) * (opts.roi_scale + 0.6 * (min(frames_apart, 8) - 1))
     cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
     x0, y0 = max(0, int(cx - side / 2)), max(0, int(cy - side / 2))
     x1, y1 = min(w, int(cx + side / 2) + 1), min(h, int(cy + side / 2) + 1)
@@ -177,11 +199,22 @@ class _ShotTracker:
         self.chosen: dict[int, Box | None] = {}
 
     def _nearest_known(self, i: int) -> tuple[Box, int, int] | None:
-        known = [(abs(j - i), j) for j, b in self.chosen.items() if b is not None]
+        """``(expected box at i, frames from the nearest known face, its frame)``.
+
+        With two known faces on the same side, the box is moved on at their velocity.
+        """
+        known = sorted((abs(j - i), j) for j, b in self.chosen.items() if b is not None)
         if not known:
             return None
-        _, j = min(known)
-        return self.chosen[j], abs(j - i), j
+        _, j = known[0]
+        box = self.chosen[j]
+        before = [k for _, k in known[1:] if (k - j) * (i - j) < 0 and abs(k - j) <= 2 * abs(i - j) + 8]
+        if before:
+            k = before[0]
+            t = (i - j) / (j - k)
+            other = self.chosen[k]
+            box = Box(*(float(a + (a - b) * t) for a, b in zip(tuple(box)[:4], tuple(other)[:4], strict=True)), box.score)
+        return box, abs(j - i), j
 
     def detect(self, i: int, depth: int = 0) -> None:
         """Detect in frame ``i``: in a region around the nearest known face, else the whole frame.
@@ -195,7 +228,7 @@ class _ShotTracker:
         near = self._nearest_known(i)
         if near is not None:
             self.counts["region"] += 1
-            found = follow(near[0], detect_near(self.detector, frame, near[0], self.opts), near[1])
+            found = follow(near[0], detect_near(self.detector, frame, near[0], self.opts, near[1]), near[1])
             if found is None:
                 self.counts["full"] += 1
                 boxes = detect_full(self.detector, frame, self.opts)
