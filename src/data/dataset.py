@@ -365,11 +365,16 @@ class ClipDataset(Dataset):
             CorruptSampleError: A damaged record under ``on_error="raise"``.
             StorageError: A key vanished, or clips of different shapes in one batch.
         """
+        allocate = allocate or alloc_cpu
         keys = [self.keys[i] for i in indices]
-        with ExitStack() as stack:
-            rows = self.read_rows(keys, stack)
-            # Every copy finishes inside the block: the buffers may point into a memory map.
-            return assemble_rows(rows, allocate or alloc_cpu, pool, convert, has_audio=self.has_audio, on_error=self.on_error, where=self.db_path)
+        storage = self.storage
+        if storage.has_raw_records:
+            with storage.raw_records(keys) as bufs:
+                rows = self._record_rows(keys, bufs)
+                # Every copy finishes inside the block: the buffers may point into a memory map.
+                return assemble_rows(rows, allocate, pool, convert, has_audio=self.has_audio, on_error=self.on_error, where=self.db_path)
+        rows = self._decoded_rows(keys)
+        return assemble_rows(rows, allocate, pool, convert, has_audio=self.has_audio, on_error=self.on_error, where=self.db_path)
 
     def read_rows(self, keys: Sequence[str], stack: ExitStack) -> list[_Row]:
         """The rows of ``keys`` for :func:`assemble_rows`: record headers (fast path) or decoded samples.
@@ -379,20 +384,28 @@ class ClipDataset(Dataset):
             stack: Holds the store's read snapshot (the rows' buffers may point
                 into a memory map) until the caller has assembled the batch.
         """
+        if self.storage.has_raw_records:
+            return self._record_rows(keys, stack.enter_context(self.storage.raw_records(keys)))
+        return self._decoded_rows(keys)
+
+    def _record_rows(self, keys: Sequence[str], bufs: Sequence[Any]) -> list[_Row]:
+        rows = [self._record_row(key, buf) for key, buf in zip(keys, bufs)]
+        if self.tag is not None:
+            for row in rows:
+                row.metadata.setdefault("dataset", self.tag)
+        return rows
+
+    def _decoded_rows(self, keys: Sequence[str]) -> list[_Row]:
         storage = self.storage
-        if storage.has_raw_records:
-            bufs = stack.enter_context(storage.raw_records(keys))
-            rows = [self._record_row(key, buf) for key, buf in zip(keys, bufs)]
-        else:
-            rows = []
-            for key in keys:
-                try:
-                    sample = storage.retrieve_sample(key, verify=self.verify)
-                    rows.append(_Row(key, int(sample["label"]), dict(sample.get("metadata") or {}), sample=sample))
-                except CorruptSampleError as exc:
-                    rows.append(_Row(key, error=exc))
-                except KeyError:
-                    raise StorageError(f"{self.db_path}: sample {key!r} is no longer in the store") from None
+        rows = []
+        for key in keys:
+            try:
+                sample = storage.retrieve_sample(key, verify=self.verify)
+                rows.append(_Row(key, int(sample["label"]), dict(sample.get("metadata") or {}), sample=sample))
+            except CorruptSampleError as exc:
+                rows.append(_Row(key, error=exc))
+            except KeyError:
+                raise StorageError(f"{self.db_path}: sample {key!r} is no longer in the store") from None
         if self.tag is not None:
             for row in rows:
                 row.metadata.setdefault("dataset", self.tag)
