@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 from src.errors import StorageError
-from src.inspect.info import LABEL_NAMES, StoreInfo, collect_info, compact_config
-from src.inspect.stores import StoreTarget, find_stores, human_size, one_line, open_checked
+from src.inspect.info import LABEL_NAMES, StoreInfo, collect_info, compact_config, find_dataset_stores, summarize_datasets
+from src.inspect.stores import StoreTarget, human_size, one_line, open_checked
 from src.inspect.verify import VerifyReport, verify_store
 
 EXIT_OK, EXIT_BAD, EXIT_USAGE = 0, 1, 2
@@ -130,6 +130,7 @@ def _print_info(info: StoreInfo, same_config_as: str | None = None) -> None:
         codec += " (" + " ".join(f"{k}={v}" for k, v in info.codec_options.items()) + ")"
     print(f"{info.name}  {info.path}")
     rows = [
+        ("dataset", info.dataset or "?"),
         ("format", f"{info.format}, format version {info.format_version}, {state}"),
         ("samples", str(info.num_samples)),
         ("size", f"{human_size(info.size_bytes)} ({info.size_bytes:,} bytes)"),
@@ -162,7 +163,8 @@ def _run_info(targets: list[StoreTarget], args: argparse.Namespace) -> int:
         except Exception as exc:  # a damaged store is reported, never a traceback
             errors.append({"name": target.name, "path": str(target.path), "error": _describe(target, exc)})
     if args.json:
-        print(json.dumps({"path": args.path, "stores": [i.to_dict() for i in infos], "errors": errors}, indent=2, default=str))
+        datasets = [s.to_dict() for s in summarize_datasets(infos)]
+        print(json.dumps({"path": args.path, "stores": [i.to_dict() for i in infos], "datasets": datasets, "errors": errors}, indent=2, default=str))
     else:
         for i, info in enumerate(infos):
             if i:
@@ -170,6 +172,13 @@ def _run_info(targets: list[StoreTarget], args: argparse.Namespace) -> int:
             # Splits of one run share their config: print it once.
             first = next(j for j in infos if j.config == info.config)
             _print_info(info, same_config_as=first.name if first is not info and info.config else None)
+        summaries = summarize_datasets(infos)
+        if len(summaries) > 1:
+            print("\ndatasets:")
+            for summary in summaries:
+                labels = _counts_line("label", summary.counts.get("label"))
+                splits = ", ".join(f"{split} {n}" for split, n in summary.splits.items())
+                print(f"  {summary.name:<20} {summary.num_samples:>8} samples ({splits}); {labels}; {human_size(summary.size_bytes)}")
         if len(targets) > 1:
             total = sum(i.num_samples for i in infos)
             size = sum(i.size_bytes for i in infos)
@@ -280,7 +289,7 @@ _COMMANDS = {"info": _run_info, "verify": _run_verify, "preview": _run_preview}
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     _configure_logging(args.verbose)
-    targets = find_stores(args.path)
+    targets = find_dataset_stores(args.path)
     if not targets:
         what = (
             "does not exist" if not Path(args.path).exists() else "is not a store, a split directory holding one, or a dataset output root"

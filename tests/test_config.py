@@ -45,7 +45,7 @@ def test_empty_config_gives_defaults():
         ({"frames": {"num_frames": 2.5}}, "frames.num_frames: expected an integer"),
         ({"frames": {"sampling": "window", "num_frames": 16, "num_windows": 3}}, "divisible"),
         ({"splits": {"train": 0.5, "val": 0.1, "test": 0.1}}, "must be 1.0"),
-        ({"faces": {"detector": "mtcnn"}}, "faces.detector: invalid value 'mtcnn'"),
+        ({"faces": {"detector": "nosuch"}}, "faces.detector: invalid value 'nosuch'"),
         ({"faces": "big"}, "faces: expected a mapping"),
         ({"output": {"codec": "png"}}, "output.codec"),
     ],

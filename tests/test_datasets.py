@@ -318,3 +318,22 @@ def test_official_splits_can_be_turned_off(trees):
     off, _ = plan_tasks(cat, off_cfg)
     assert {t.metadata["split_origin"] for t in off} == {"generated"}
     assert {t.split for t in off} == set(SPLITS)
+
+
+@pytest.mark.slow
+def test_two_datasets_load_as_one_and_inspect_lists_both(processed, tmp_path):
+    from src.utils.lmdb_utils import create_data_loader
+
+    roots = [Path(processed(name)[1].output_root) for name in ("celebdf", "lavdf")]
+    loader = create_data_loader([str(r / "train" / "data.lmdb") for r in roots], batch_size=4, shuffle=True, num_workers=0)
+    seen = Counter()
+    for batch in loader:
+        assert batch["data"].shape[1:] == (3, 8, 64, 64)  # (batch, channels, frames, height, width)
+        seen.update(m["dataset"] for m in batch["metadata"])
+    assert set(seen) == {"celebdf", "lavdf"}
+    out = tmp_path / "processed"
+    for r in roots:
+        shutil.copytree(r, out / r.name)
+    r = run_cli("inspect_data.py", "info", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "datasets:" in r.stdout and "Celeb-DF-v2" in r.stdout and "LAV-DF" in r.stdout

@@ -241,7 +241,7 @@ def centre(box) -> tuple[float, float]:
 def test_registry_and_unknown_name():
     assert set(DETECTORS) >= {"dlib_hog", "haar"}
     with pytest.raises(ConfigError, match="dlib_hog.*haar"):
-        create_detector("mtcnn")
+        create_detector("nosuch")
 
 
 def test_bad_detector_options():

@@ -516,11 +516,12 @@ def make_demo_dataset(
     by_id = {p.id: p for p in people}
     written: set[Path] = set()
     started = time.perf_counter()
-    for row in rows:
-        if row.fault == "missing" or row.relpath in written:
-            continue
-        _write_row(root, row, by_id)
-        written.add(row.relpath)
+    with synth.single_threaded():  # byte-identical files for a seed, whatever the thread settings
+        for row in rows:
+            if row.fault == "missing" or row.relpath in written:
+                continue
+            _write_row(root, row, by_id)
+            written.add(row.relpath)
     with open(root / "meta_data.csv", "w", newline="", encoding="utf-8") as f:
         f.write(META_HEADER + "\n")
         writer = csv.writer(f, lineterminator="\n")

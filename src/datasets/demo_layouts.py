@@ -122,7 +122,8 @@ def write_face_video(
     duration = num_frames / fps
     spans = video_spans if video_spans is not None else ([[0.0, duration + 1.0]] if fake else [])
     path.parent.mkdir(parents=True, exist_ok=True)
-    synth.write_video(path, _frames(seed, size, num_frames, fps, spans, seed + 1), fps=fps, audio=_audio(seed, duration, audio_spans), sample_rate=_SAMPLE_RATE)
+    with synth.single_threaded():
+        synth.write_video(path, _frames(seed, size, num_frames, fps, spans, seed + 1), fps=fps, audio=_audio(seed, duration, audio_spans), sample_rate=_SAMPLE_RATE)
 
 
 # --------------------------------------------------------------------------- the layouts

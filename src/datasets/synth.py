@@ -13,9 +13,10 @@ centred on ``(cx, cy)`` therefore puts a detectable face centred on ``(cx, cy)``
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -32,6 +33,7 @@ __all__ = [
     "encode_frame_index",
     "noise_background",
     "paste_patch",
+    "single_threaded",
     "tone",
     "write_video",
 ]
@@ -46,6 +48,24 @@ FACE_SOURCE_BOX: tuple[int, int, int, int] = (142, 47, 302, 207)
 FRAME_CODE_BITS = 10
 #: Side in pixels of one bit block of the frame-index code (8 survives H.264 at crf 20).
 FRAME_CODE_BLOCK = 8
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run OpenCV on one thread inside the block (restored after).
+
+    OpenCV splits resizes and blurs into stripes, one per thread, and float
+    sums over a stripe boundary can differ in the last bit with another split,
+    which flips pixels after the uint8 cast. Synthetic media must be
+    byte-identical for a seed whatever the process's thread settings or CPU
+    affinity, so the writers render on one thread.
+    """
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 @functools.lru_cache(maxsize=1)
