@@ -24,8 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from src.datasets.catalog import AUDIO_VISUAL_POLICIES, Catalog, DatasetCatalog, DatasetSpec
-from src.datasets.layout import CatalogBuilder, load_json, locate_root, parse_segments
-from src.errors import ConfigError, DatasetError
+from src.datasets.layout import CatalogBuilder, file_entries, locate_root, parse_segments
+from src.errors import ConfigError
 
 __all__ = ["CATALOG", "DATASET_NAME", "MODIFY_TYPES", "SPEC", "read_catalog"]
 
@@ -50,17 +50,7 @@ def _read_list(root: Path, meta_name: str, builder: CatalogBuilder) -> None:
     if not meta_path.is_file():
         builder.problem(0, f"{meta_name} not found: no {folder} videos", skipped=False)
         return
-    entries = load_json(meta_path)
-    if not isinstance(entries, list):
-        raise DatasetError(f"{meta_path}: expected a list of entries; got {type(entries).__name__}")
-    for n, entry in enumerate(entries, start=1):
-        where = f"{meta_name} entry {n}: "
-        if not isinstance(entry, dict) or "file" not in entry:
-            builder.problem(n, f"{where}not an object with a 'file' field")
-            continue
-        inner = builder.relpath(n, entry["file"], where)
-        if inner is None:
-            continue
+    for n, entry, inner, where in file_entries(meta_path, builder):
         rel = f"{folder}/{inner}"
         if entry.get("split", folder) != folder:
             builder.problem(n, f"{where}split {entry.get('split')!r} does not match its list ({folder})", rel)

@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from src.datasets.catalog import Catalog, DatasetCatalog, DatasetSpec
-from src.datasets.layout import VIDEO_ONLY_POLICIES, CatalogBuilder, list_videos, locate_root
+from src.datasets.catalog import Catalog, DatasetCatalog
+from src.datasets.layout import VIDEO_ONLY_POLICIES, CatalogBuilder, list_videos, locate_root, video_only_spec
 from src.errors import ConfigError, DatasetError
 
 __all__ = ["CATALOG", "DATASET_NAME", "SPEC", "TEST_LIST", "read_catalog", "read_test_list"]
@@ -32,13 +32,7 @@ _FOLDERS = {"Celeb-real": 0, "YouTube-real": 0, "Celeb-synthesis": 1}
 _CELEB = re.compile(r"^(id\d+)_(\d+)$")
 _SYNTH = re.compile(r"^(id\d+)_(id\d+)_(\d+)$")
 
-SPEC = DatasetSpec(
-    label_policies=VIDEO_ONLY_POLICIES,
-    index_fields=("label", "method"),
-    summary_fields=("video_path", "label", "method", "source", "split_origin", "num_frames", "face_found", "has_audio"),
-    count_fields=("label", "method", "split_origin"),
-    dir_name=DATASET_NAME,
-)
+SPEC = video_only_spec(DATASET_NAME)
 
 
 def read_test_list(path: Path, builder: CatalogBuilder) -> dict[str, int]:

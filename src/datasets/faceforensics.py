@@ -25,8 +25,8 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from src.datasets.catalog import Catalog, DatasetCatalog, DatasetSpec
-from src.datasets.layout import VIDEO_ONLY_POLICIES, CatalogBuilder, list_videos, locate_root
+from src.datasets.catalog import Catalog, DatasetCatalog
+from src.datasets.layout import VIDEO_ONLY_POLICIES, CatalogBuilder, list_videos, locate_root, video_only_spec
 from src.errors import ConfigError
 
 __all__ = ["CATALOG", "DATASET_NAME", "METHODS", "SPEC", "official_splits", "read_catalog"]
@@ -38,13 +38,7 @@ _SPLIT_DIR = Path(__file__).with_name("data") / "faceforensics"
 _REAL_NAME = re.compile(r"^(\d{3})$")
 _FAKE_NAME = re.compile(r"^(\d{3})_(\d{3})$")
 
-SPEC = DatasetSpec(
-    label_policies=VIDEO_ONLY_POLICIES,
-    index_fields=("label", "method"),
-    summary_fields=("video_path", "label", "method", "source", "split_origin", "num_frames", "face_found", "has_audio"),
-    count_fields=("label", "method", "split_origin"),
-    dir_name=DATASET_NAME,
-)
+SPEC = video_only_spec(DATASET_NAME)
 
 
 @lru_cache(maxsize=1)

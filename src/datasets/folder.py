@@ -18,8 +18,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from src.datasets.catalog import Catalog, DatasetCatalog, DatasetSpec
-from src.datasets.layout import VIDEO_ONLY_POLICIES, CatalogBuilder, list_videos
+from src.datasets.catalog import Catalog, DatasetCatalog
+from src.datasets.layout import VIDEO_ONLY_POLICIES, CatalogBuilder, list_videos, video_only_spec
 from src.errors import ConfigError, DatasetError
 
 __all__ = ["CATALOG", "LABELS_FILE", "SPEC", "read_catalog"]
@@ -28,12 +28,7 @@ LABELS_FILE = "labels.csv"
 _LABELS = {"0": 0, "1": 1, "real": 0, "fake": 1}
 _SPLITS = {"train": "train", "val": "val", "dev": "val", "validation": "val", "test": "test"}
 
-SPEC = DatasetSpec(
-    label_policies=VIDEO_ONLY_POLICIES,
-    index_fields=("label", "method"),
-    summary_fields=("video_path", "label", "method", "source", "split_origin", "num_frames", "face_found", "has_audio"),
-    count_fields=("label", "method", "split_origin"),
-)
+SPEC = video_only_spec(None)
 
 
 def _read_csv(root: Path, builder: CatalogBuilder) -> None:

@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from src.datasets.catalog import AUDIO_VISUAL_POLICIES, Catalog, DatasetCatalog, DatasetSpec
-from src.datasets.layout import CatalogBuilder, list_videos, load_json, locate_root, parse_segments
-from src.errors import ConfigError, DatasetError
+from src.datasets.layout import CatalogBuilder, file_entries, list_videos, locate_root, parse_segments
+from src.errors import ConfigError
 
 __all__ = ["CATALOG", "DATASET_NAME", "SPEC", "read_catalog"]
 
@@ -65,18 +65,8 @@ def read_catalog(root: str | Path, label_policy: str = "multimodal") -> Catalog:
         raise ConfigError(f"unknown label policy {label_policy!r} for lavdf; must be one of {', '.join(AUDIO_VISUAL_POLICIES)}")
     root = locate_root(root, lambda p: any((p / m).is_file() for m in _META_FILES), "metadata.json")
     meta_path = next(root / m for m in _META_FILES if (root / m).is_file())
-    entries = load_json(meta_path)
-    if not isinstance(entries, list):
-        raise DatasetError(f"{meta_path}: expected a list of entries; got {type(entries).__name__}")
     builder = CatalogBuilder(root, "lavdf", AUDIO_VISUAL_POLICIES[label_policy])
-    for n, entry in enumerate(entries, start=1):
-        where = f"{meta_path.name} entry {n}: "
-        if not isinstance(entry, dict) or "file" not in entry:
-            builder.problem(n, f"{where}not an object with a 'file' field")
-            continue
-        rel = builder.relpath(n, entry["file"], where)
-        if rel is None:
-            continue
+    for n, entry, rel, where in file_entries(meta_path, builder):
         split = _SPLITS.get(entry.get("split"))
         if split is None:
             builder.problem(n, f"{where}unknown split {entry.get('split')!r} (expected train, dev or test)", rel)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from src.datasets.catalog import AUDIO_VISUAL_POLICIES, CatalogProblem, VideoRecord
+from src.datasets.catalog import AUDIO_VISUAL_POLICIES, CatalogProblem, DatasetSpec, VideoRecord
 from src.errors import DatasetError
 
 __all__ = [
@@ -29,8 +29,10 @@ __all__ = [
     "clean_relpath",
     "list_videos",
     "load_json",
+    "file_entries",
     "locate_root",
     "parse_segments",
+    "video_only_spec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,6 +44,17 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 VIDEO_ONLY_POLICIES = {"multimodal": AUDIO_VISUAL_POLICIES["video"], "video": AUDIO_VISUAL_POLICIES["video"]}
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def video_only_spec(dir_name: str | None, index_fields: tuple[str, ...] = ("label", "method")) -> DatasetSpec:
+    """The :class:`DatasetSpec` of a dataset with one label per video (FF++, Celeb-DF, folders)."""
+    return DatasetSpec(
+        label_policies=VIDEO_ONLY_POLICIES,
+        index_fields=index_fields,
+        summary_fields=("video_path", "label", "method", "source", "split_origin", "num_frames", "face_found", "has_audio"),
+        count_fields=("label", "method", "split_origin"),
+        dir_name=dir_name,
+    )
 
 
 class PathRefused(ValueError):
@@ -253,3 +266,27 @@ def parse_segments(raw: Any, what: str = "segments") -> list[list[float]]:
             raise ValueError(f"{what}: [{start}, {end}] is not an interval of non-negative seconds")
         out.append([start, end])
     return sorted(out)
+
+
+def file_entries(meta_path: Path, builder: CatalogBuilder) -> Iterable[tuple[int, dict, str, str]]:
+    """The entries of a metadata list file (LAV-DF, AV-Deepfake1M) that name a safe file.
+
+    Yields:
+        ``(entry number, entry, safe relative path of its 'file', report prefix)``;
+        entries that are not objects with a ``file`` field, or whose path is
+        refused, are reported to ``builder`` and skipped.
+
+    Raises:
+        DatasetError: Malformed JSON, or not a list.
+    """
+    entries = load_json(meta_path)
+    if not isinstance(entries, list):
+        raise DatasetError(f"{meta_path}: expected a list of entries; got {type(entries).__name__}")
+    for n, entry in enumerate(entries, start=1):
+        where = f"{meta_path.name} entry {n}: "
+        if not isinstance(entry, dict) or "file" not in entry:
+            builder.problem(n, f"{where}not an object with a 'file' field")
+            continue
+        rel = builder.relpath(n, entry["file"], where)
+        if rel is not None:
+            yield n, entry, rel, where
