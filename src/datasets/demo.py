@@ -54,6 +54,7 @@ __all__ = [
     "main",
     "make_demo_dataset",
     "plan_demo_dataset",
+    "render_row",
 ]
 
 logger = logging.getLogger(__name__)
@@ -341,7 +342,7 @@ def _swap_mask(height: int, width: int) -> np.ndarray:
 
     OpenCV's threaded float GaussianBlur can differ in the last bit between calls
     (seen under load), which flips pixels after the uint8 cast; the demo data
-    must be byte-identical for a seed, so the mask is made single-threaded and cached.
+    must be identical for a seed, so the mask is made single-threaded and cached.
     """
     s = height
     mask = np.zeros((height, width), np.float32)
@@ -451,6 +452,19 @@ def _audio(row: DemoVideo, person: Identity) -> np.ndarray:
     return synth.tone(person.voice_hz, duration, _SAMPLE_RATE, amplitude=0.3)
 
 
+def render_row(row: DemoVideo, people: dict[str, Identity]) -> tuple[Iterator[np.ndarray], np.ndarray]:
+    """The frames (lazily) and the audio of one row, before encoding.
+
+    Rendering is a pure function of the row: the same seed gives the same pixels
+    and samples. (The encoded files usually match byte for byte too, but x264 has
+    been seen to emit a different packet now and then under heavy load, from
+    identical input, so only the rendered media is promised.)
+    """
+    person = people[row.source]
+    target = people.get(row.target1, person)
+    return _frames(row, person, target), _audio(row, person)
+
+
 def _write_row(root: Path, row: DemoVideo, people: dict[str, Identity]) -> None:
     """Write the file of one row (a good, empty or truncated video)."""
     path = root / row.relpath
@@ -458,15 +472,8 @@ def _write_row(root: Path, row: DemoVideo, people: dict[str, Identity]) -> None:
     if row.fault == "zero_byte":
         path.write_bytes(b"")
         return
-    person = people[row.source]
-    target = people.get(row.target1, person)
-    synth.write_video(
-        path,
-        _frames(row, person, target),
-        fps=row.fps,
-        audio=_audio(row, person),
-        sample_rate=_SAMPLE_RATE,
-    )
+    frames, audio = render_row(row, people)
+    synth.write_video(path, frames, fps=row.fps, audio=audio, sample_rate=_SAMPLE_RATE)
     if row.fault == "truncated":
         data = path.read_bytes()
         path.write_bytes(data[: int(len(data) * 0.3)])
@@ -499,7 +506,7 @@ def make_demo_dataset(
         root: The dataset folder that will hold ``meta_data.csv`` (``.../FakeAVCeleb_v1.2``).
         identities_per_group: Identities per race (5 races); 2 gives 10 identities
             and about 50 videos.
-        seed: Seed of every random choice; the same seed gives the same files.
+        seed: Seed of every random choice; the same seed gives the same rendered frames and audio (see :func:`render_row`).
         include_broken: Add a zero-byte file, a truncated file and a CSV row whose
             file does not exist.
         overwrite: Replace an existing demo dataset in ``root``.
@@ -516,7 +523,7 @@ def make_demo_dataset(
     by_id = {p.id: p for p in people}
     written: set[Path] = set()
     started = time.perf_counter()
-    with synth.single_threaded():  # byte-identical files for a seed, whatever the thread settings
+    with synth.single_threaded():  # the same pixels for a seed, whatever the thread settings
         for row in rows:
             if row.fault == "missing" or row.relpath in written:
                 continue

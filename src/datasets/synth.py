@@ -225,8 +225,9 @@ def write_video(
 ) -> int:
     """Encode RGB frames (and optionally planar float audio) into a video file.
 
-    Video is yuv420p; with ``libx264`` the preset is ``veryfast``. The encoder runs
-    on one thread, so the same frames always give the same bytes. Audio is AAC
+    Video is yuv420p; with ``libx264`` the preset is ``veryfast``. The colour
+    conversion and the encoder run on one thread each, so the same frames always
+    give the same bytes. Audio is AAC
     (``fltp``). Audio packets are interleaved with the video as the muxer expects.
 
     Args:
@@ -267,6 +268,9 @@ def write_video(
                         "aac", rate=sample_rate, layout=_LAYOUTS[audio.shape[0]]
                     )
             vframe = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_rgb), format="rgb24")
+            # Convert here on one thread: the encoder's own conversion uses swscale with an
+            # automatic thread count, whose slices gave other pixels from run to run under load.
+            vframe = vframe.reformat(format="yuv420p", threads=1)
             vframe.pts = frames_written
             container.mux(vstream.encode(vframe))
             frames_written += 1
