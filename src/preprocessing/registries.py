@@ -45,5 +45,9 @@ FRAME_SELECTORS: Registry[Any] = Registry(
 #: Executor classes (:class:`~src.preprocessing.executors.Executor` subclasses) by name.
 EXECUTORS: Registry[Any] = Registry(
     "executor",
-    {"process": "src.preprocessing.executors:ProcessExecutor", "serial": "src.preprocessing.executors:SerialExecutor"},
+    {
+        "process": "src.preprocessing.executors:ProcessExecutor",
+        "serial": "src.preprocessing.executors:SerialExecutor",
+        "ray": "src.preprocessing.ray_executor:RayExecutor",  # imports ray only when a run starts
+    },
 )

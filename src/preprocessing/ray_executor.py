@@ -1,0 +1,422 @@
+"""The ``ray`` executor: video processing on Ray actors, results streamed to the one writer.
+
+``processing.executor: ray`` (or ``preprocess.py --executor ray``) runs the
+same :class:`~src.preprocessing.pipeline.VideoProcessor` as the process pool,
+one per Ray actor, and yields each :class:`~src.preprocessing.pipeline.TaskResult`
+back to :func:`~src.preprocessing.runner.run_preprocessing`, which writes it in
+the driver exactly as it writes the pool's. So the stores hold the same bytes
+whichever executor made them, and a killed driver resumes as any run does (the
+runner skips the keys already committed).
+
+* **Where**: without ``processing.ray_address`` a local Ray instance is started
+  with ``num_cpus = workers`` and stopped at the end; with ``auto`` or
+  ``HOST:PORT`` the driver joins that cluster and only disconnects.
+* **Actors**: one per worker (``workers: null`` on a cluster: one per cluster
+  CPU), each asking for one CPU plus the GPUs its detector class declares in a
+  ``num_gpus`` attribute (a GPU detector gets GPU actors; see
+  :func:`actor_resources`). The detector is built once per actor.
+* **Memory bound**: at most ``processing.max_in_flight`` videos are queued on
+  each actor; results are fetched as they finish.
+* **Faults**: an actor whose process or node dies is restarted by Ray
+  (``max_restarts=-1``) and its queued videos go to the other actors. Only the
+  video it was running is charged a retry; after ``processing.max_retries``
+  retries that video is reported as a failed result, and the run goes on.
+  Actors that cannot build their detector stop the run with the reason, as
+  do actors that keep dying before any video finishes.
+* **Offline-safe start**: no dashboard (its agent probes cloud metadata
+  endpoints), ``RAY_USAGE_STATS_ENABLED=0``, and a local instance keeps its
+  sockets, logs and object spill files in a short temporary directory of its
+  own (Unix socket paths are limited to 107 bytes), removed after a clean run.
+
+Ray is imported here only, and only when a run starts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src.config import Config
+from src.errors import ConfigError, DeepfakeDataError
+from src.plugins import PLUGINS_ENV, load_plugins
+from src.preprocessing.executors import Executor
+from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
+from src.preprocessing.registries import DETECTORS
+
+__all__ = ["RayExecutor", "RayStats", "VideoActor", "actor_resources", "ray_temp_dir"]
+
+logger = logging.getLogger(__name__)
+
+#: How long the run waits with no actor alive (cluster lost its nodes, actors unschedulable) before it stops.
+STALL_TIMEOUT_S = 600.0
+#: A run stops when this many actor deaths per actor happen before any video finishes (start-up crash).
+_CRASHES_PER_ACTOR = 3
+_MAX_TEMP_PARENT = 40  # Ray adds ~62 characters (session_<date>_<pid>/sockets/plasma_store) under its temp dir
+_SRC_ROOT = str(Path(__file__).resolve().parents[2])  # the checkout holding the src package
+
+
+def _import_ray() -> Any:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError(f"processing.executor: ray needs the ray package (pip install -r requirements.txt): {exc}") from None
+    return ray
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def ray_temp_dir() -> str:
+    """Make a short, private temporary directory for a local Ray instance.
+
+    Ray puts Unix sockets under ``<dir>/session_<date>_<pid>/sockets/``, and a
+    socket path may not exceed 107 bytes, so a long ``$TMPDIR`` falls back to
+    ``/tmp``. The directory is local to this machine (sockets do not work on NFS).
+    """
+    parent = tempfile.gettempdir()
+    if len(parent) > _MAX_TEMP_PARENT and os.path.isdir("/tmp"):
+        parent = "/tmp"
+    return tempfile.mkdtemp(prefix="dfray-", dir=parent)
+
+
+def actor_resources(config: Config) -> dict[str, float]:
+    """Ray resources of one actor: one CPU, plus the GPUs its detector asks for.
+
+    The hook for GPU detectors: a detector class registered in ``DETECTORS``
+    with a class attribute ``num_gpus = 1`` (or a fraction, to share a GPU)
+    gets actors that request that many GPUs, so Ray places them on GPU nodes.
+    """
+    detector = DETECTORS.get(config.faces.detector)
+    gpus = float(getattr(detector, "num_gpus", 0) or 0)
+    return {"num_cpus": 1, "num_gpus": gpus}
+
+
+class VideoActor:
+    """One Ray actor: a :class:`~src.preprocessing.pipeline.VideoProcessor` (its detector built once).
+
+    Args:
+        config: The preprocessing config.
+        log_level: The driver's log level, mirrored here.
+        plugins: Plugin modules to import first (the driver's ``$DEEPFAKE_DATA_PLUGINS``).
+    """
+
+    def __init__(self, config: Config, log_level: int, plugins: str = "") -> None:
+        logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+        load_plugins(plugins)
+        self.processor = VideoProcessor(config)
+
+    def ready(self) -> tuple[str, str]:
+        """``(host, Ray node id)`` of this actor, once its detector is loaded."""
+        import socket
+
+        import ray
+
+        return socket.gethostname(), ray.get_runtime_context().get_node_id()
+
+    def process(self, task: VideoTask) -> TaskResult:
+        """Process one video (never raises for a bad video)."""
+        return self.processor(task)
+
+
+@dataclass
+class RayStats:
+    """What a Ray run did, for logs and benchmarks.
+
+    Attributes:
+        start_seconds: ``ray.init`` (local start or connect).
+        first_ready_seconds: From the start until the first actor had its detector loaded.
+        actors: Actors created.
+        hosts: Hosts the actors ran on.
+        results: Results received.
+        payload_bytes: Array bytes received (clips and audio).
+        get_seconds: Driver time spent receiving results (``ray.get``).
+        actor_failures: Actor deaths seen (process or node lost).
+        retries: Videos charged a retry.
+    """
+
+    start_seconds: float = 0.0
+    first_ready_seconds: float = 0.0
+    actors: int = 0
+    hosts: set[str] = field(default_factory=set)
+    results: int = 0
+    payload_bytes: int = 0
+    get_seconds: float = 0.0
+    actor_failures: int = 0
+    retries: int = 0
+
+
+@dataclass
+class _Actor:
+    index: int
+    handle: Any
+    ready: bool = False
+    dead: bool = False
+    host: str = ""
+    inflight: deque = field(default_factory=deque)  # (seq, ref, task), oldest first
+    ping: Any = None
+    ping_at: float = 0.0
+    backoff: float = 0.5
+    error: str = ""
+
+
+def _payload_bytes(result: TaskResult) -> int:
+    sample = result.sample or {}
+    return sum(int(getattr(v, "nbytes", 0)) for v in sample.values())
+
+
+class RayExecutor(Executor):
+    """Runs the videos on Ray actors and streams the results back to the caller.
+
+    Args:
+        config: The preprocessing config (``processing.ray_address``,
+            ``max_retries`` and ``max_in_flight`` apply).
+        workers: Actors to run; on a cluster with ``processing.workers: null``
+            one per CPU of the cluster.
+    """
+
+    def __init__(self, config: Config, workers: int = 1) -> None:
+        super().__init__(config, workers)
+        p = config.processing
+        self.address = p.ray_address
+        self.max_retries = p.max_retries
+        self.max_in_flight = p.max_in_flight
+        self.stats = RayStats()
+        self.temp_dir: str | None = None  # a local instance's temp dir, once started
+
+    def map(self, tasks: Iterable[VideoTask]) -> Iterator[TaskResult]:
+        """Yield one result per task, in completion order."""
+        source = iter(tasks)
+        first = next(source, None)
+        if first is None:  # nothing to do (a finished run resumed): do not start Ray
+            return
+        ray = _import_ray()
+        started = time.perf_counter()
+        temp_dir, shutdown, clean = self._init(ray)
+        self.temp_dir = temp_dir
+        self.stats.start_seconds = time.perf_counter() - started
+        actors: list[_Actor] = []
+        try:
+            actors = self._create_actors(ray)
+            yield from self._stream(ray, actors, itertools.chain([first], source), started)
+            clean = True
+        finally:
+            for actor in actors:
+                try:
+                    ray.kill(actor.handle, no_restart=True)
+                except Exception:  # already gone with its node
+                    pass
+            if shutdown:
+                ray.shutdown()
+            if temp_dir is not None:
+                if clean:
+                    shutil.rmtree(temp_dir, ignore_errors=True)
+                else:
+                    logger.warning("Ray's logs are kept in %s", temp_dir)
+        s = self.stats
+        logger.info(
+            "ray: %d videos on %d actors (%d hosts), %.1f MB received in %.2f s of ray.get, %d actor deaths, %d retries",
+            s.results, s.actors, len(s.hosts), s.payload_bytes / 1e6, s.get_seconds, s.actor_failures, s.retries,
+        )
+
+    # ------------------------------------------------------------------ start-up
+
+    def _init(self, ray: Any) -> tuple[str | None, bool, bool]:
+        """Start or join Ray; returns ``(temp_dir or None, shut down at the end, temp dir clean)``."""
+        if ray.is_initialized():  # a caller that manages Ray itself: use its connection, leave it open
+            return None, False, True
+        ray_level = logging.WARNING if logging.getLogger().getEffectiveLevel() > logging.DEBUG else logging.INFO  # Ray's own logger
+        env = {"PYTHONPATH": os.pathsep.join(p for p in (_SRC_ROOT, os.environ.get("PYTHONPATH", "")) if p)}
+        common = dict(log_to_driver=True, logging_level=ray_level, runtime_env={"env_vars": env})
+        if self.address is None:
+            temp_dir = ray_temp_dir()
+            try:
+                # address="local": always a fresh instance, never one found via $RAY_ADDRESS or /tmp/ray
+                ray.init(address="local", num_cpus=self.workers, include_dashboard=False, _temp_dir=temp_dir, **common)
+            except Exception as exc:
+                raise DeepfakeDataError(f"could not start a local Ray instance (logs in {temp_dir}): {_one_line(exc)}") from exc
+            logger.info("started a local Ray instance with %d CPUs (temp dir %s)", self.workers, temp_dir)
+            return temp_dir, True, False
+        try:
+            ray.init(address=self.address, **common)
+        except Exception as exc:
+            raise DeepfakeDataError(f"could not join the Ray cluster at {self.address!r}: {_one_line(exc)}") from exc
+        logger.info("joined the Ray cluster at %s: %s", self.address, ray.cluster_resources())
+        return None, True, True
+
+    def _create_actors(self, ray: Any) -> list[_Actor]:
+        resources = actor_resources(self.config)
+        count = self.workers
+        cluster = ray.cluster_resources()
+        if self.address is not None and self.config.processing.workers is None:
+            count = max(1, int(cluster.get("CPU", 1)))
+        if resources["num_gpus"] > 0:
+            gpus = float(cluster.get("GPU", 0))
+            if gpus < resources["num_gpus"]:
+                raise DeepfakeDataError(f"faces.detector {self.config.faces.detector!r} needs {resources['num_gpus']:g} GPU per actor; the Ray cluster has {gpus:g}")
+            count = min(count, int(gpus // resources["num_gpus"]))
+        if count > cluster.get("CPU", 0):
+            logger.warning("%d Ray actors asked for, but the cluster has %g CPUs: the others wait for nodes", count, cluster.get("CPU", 0))
+        remote = ray.remote(VideoActor).options(**resources, max_restarts=-1, max_task_retries=0)
+        level = logging.getLogger().getEffectiveLevel()
+        plugins = os.environ.get(PLUGINS_ENV, "")
+        self.stats.actors = count
+        return [_Actor(i, remote.remote(self.config, level, plugins)) for i in range(count)]
+
+    # ------------------------------------------------------------------ the loop
+
+    def _stream(self, ray: Any, actors: list[_Actor], source: Iterator[VideoTask], started: float) -> Iterator[TaskResult]:
+        from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
+
+        cap = self.max_in_flight
+        pending: dict[Any, tuple[_Actor, int, VideoTask | None]] = {}  # ref -> (actor, seq, task or None for a ping)
+        tokens: deque[_Actor] = deque()  # one entry per free queue slot of a ready actor (stale ones are skipped)
+        requeue: deque[VideoTask] = deque()
+        retries: Counter[str] = Counter()
+        seq = itertools.count()
+        exhausted = False
+        in_flight = 0
+        crashes_since_result = 0
+        stalled_since: float | None = None
+        warned_stall = False
+
+        def next_task() -> VideoTask | None:
+            nonlocal exhausted
+            if requeue:
+                return requeue.popleft()
+            if exhausted:
+                return None
+            task = next(source, None)
+            exhausted = task is None
+            return task
+
+        def charge(task: VideoTask, exc: BaseException) -> Iterator[TaskResult]:
+            retries[task.relpath] += 1
+            self.stats.retries += 1
+            if retries[task.relpath] > self.max_retries:
+                yield TaskResult(task, None, f"the Ray worker died while processing this video, {retries[task.relpath]} times (last: {_one_line(exc)})", "failed")
+            else:
+                requeue.append(task)  # behind the videos waiting already: a crasher must not starve them
+
+        def actor_down(actor: _Actor, exc: BaseException, failed: tuple[int, VideoTask]) -> Iterator[TaskResult]:
+            nonlocal in_flight, crashes_since_result
+            lost = sorted([failed, *((s, t) for s, _, t in actor.inflight)], key=lambda st: st[0])
+            for _, ref, _ in actor.inflight:
+                pending.pop(ref, None)
+            in_flight -= len(actor.inflight)
+            actor.inflight.clear()
+            actor.ready, actor.ping, actor.ping_at = False, None, time.monotonic()
+            self.stats.actor_failures += 1
+            crashes_since_result += 1
+            logger.warning("Ray actor %d on %s died (%s); %d video(s) go to the other actors", actor.index, actor.host or "?", _one_line(exc, 160), len(lost))
+            if crashes_since_result >= _CRASHES_PER_ACTOR * len(actors):
+                raise DeepfakeDataError(f"Ray actors keep dying before finishing any video (last: {_one_line(exc)}); see the log above")
+            # Actors run their queue in order: the oldest lost video was the one running, the rest never started.
+            requeue.extendleft(t for _, t in reversed(lost[1:]))
+            yield from charge(lost[0][1], exc)
+
+        while True:
+            now = time.monotonic()
+            for actor in actors:
+                if not actor.dead and not actor.ready and actor.ping is None and now >= actor.ping_at:
+                    actor.ping = actor.handle.ready.remote()
+                    pending[actor.ping] = (actor, -1, None)
+            while tokens:
+                actor = tokens.popleft()
+                if not actor.ready or len(actor.inflight) >= cap:
+                    continue
+                task = next_task()
+                if task is None:
+                    tokens.appendleft(actor)
+                    break
+                ref = actor.handle.process.remote(task)
+                n = next(seq)
+                actor.inflight.append((n, ref, task))
+                pending[ref] = (actor, n, task)
+                in_flight += 1
+            if in_flight == 0 and exhausted and not requeue:
+                return
+            if all(a.dead for a in actors):
+                raise DeepfakeDataError(f"no Ray actor could start: {actors[0].error}")
+            if in_flight == 0 and not any(a.ready for a in actors):
+                stalled_since = stalled_since or now
+                if now - stalled_since > 30 and not warned_stall:
+                    warned_stall = True
+                    logger.warning("no Ray actor is alive; waiting for the cluster (resources now: %s)", ray.available_resources())
+                if now - stalled_since > STALL_TIMEOUT_S:
+                    raise DeepfakeDataError(f"no Ray actor has been alive for {STALL_TIMEOUT_S:.0f} s; cluster resources: {ray.cluster_resources()}")
+            else:
+                stalled_since, warned_stall = None, False
+
+            due = [a.ping_at - now for a in actors if not a.dead and not a.ready and a.ping is None]
+            timeout = max(0.0, min([1.0, *due]))
+            if not pending:
+                time.sleep(timeout)
+                continue
+            refs = list(pending)
+            done, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+            if not done:
+                continue
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            done.sort(key=lambda r: pending[r][1])  # per actor, in the order it ran them
+            for ref in done:
+                entry = pending.pop(ref, None)
+                if entry is None:  # dropped with its actor
+                    continue
+                actor, n, task = entry
+                if task is None:  # a readiness ping
+                    actor.ping = None
+                    try:
+                        host = ray.get(ref)
+                    except ActorDiedError as exc:  # __init__ failed, or killed for good
+                        actor.dead, actor.error = True, _one_line(exc)
+                        logger.warning("Ray actor %d cannot run: %s", actor.index, actor.error)
+                    except RayError:  # restarting, or its node not back yet: ask again later
+                        actor.ping_at = time.monotonic() + actor.backoff
+                        actor.backoff = min(actor.backoff * 2, 5.0)
+                    else:
+                        if not self.stats.first_ready_seconds:
+                            self.stats.first_ready_seconds = time.perf_counter() - started
+                        restarted = bool(actor.host)
+                        (actor.host, node), actor.ready, actor.backoff = host, True, 0.5
+                        self.stats.hosts.add(actor.host)
+                        tokens.extend([actor] * cap)
+                        log = logger.info if restarted else logger.debug
+                        log("Ray actor %d %s on %s (node %s)", actor.index, "is back" if restarted else "ready", actor.host, node)
+                    continue
+                for i, (s, _, _) in enumerate(actor.inflight):
+                    if s == n:
+                        del actor.inflight[i]
+                        break
+                in_flight -= 1
+                t0 = time.perf_counter()
+                try:
+                    result = ray.get(ref)
+                except RayActorError as exc:  # its process or node died
+                    yield from actor_down(actor, exc, (n, task))
+                    continue
+                except RayTaskError as exc:  # something escaped VideoProcessor: charge this video
+                    tokens.append(actor)
+                    yield from charge(task, exc)
+                    continue
+                except RayError as exc:  # the result was lost with its node after the video finished
+                    tokens.append(actor)
+                    yield from charge(task, exc)
+                    continue
+                self.stats.get_seconds += time.perf_counter() - t0
+                self.stats.results += 1
+                self.stats.payload_bytes += _payload_bytes(result)
+                crashes_since_result = 0
+                tokens.append(actor)
+                yield result

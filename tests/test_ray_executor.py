@@ -1,0 +1,283 @@
+"""The ``ray`` executor on real Ray (a two-node ``ray.cluster_utils.Cluster`` on this machine) and real videos.
+
+* fast: the config and CLI options, and that nothing imports Ray before a Ray run starts;
+* slow (each starts and stops its own Ray, on ports Ray picks, under a short
+  ``$RAY_TMPDIR`` of its own, so ``pytest -n 2`` runs them side by side):
+  a two-node run stores byte-identical records to the process pool's; a worker
+  node killed mid-run costs retries, not the run; a driver killed mid-run
+  resumes with nothing lost or doubled; a video that keeps crashing its actor
+  is reported failed while the others are stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from src.config import config_from_dict, load_config
+from src.data import open_storage
+from src.errors import ConfigError, StorageError
+from src.preprocessing.runner import run_preprocessing
+from tests.conftest import REPO, run_cli
+
+SPLITS = ("train", "val", "test")
+# Small clips keep the runs short; the CLI test writes the same settings to a YAML file.
+SMALL = {"output": {"lmdb": {"commit_every": 2}}, "frames": {"num_frames": 8}, "faces": {"image_size": 112}}
+SMALL_YAML = "output:\n  lmdb:\n    commit_every: 2\nframes:\n  num_frames: 8\nfaces:\n  image_size: 112\n"
+
+
+def _config(demo_root: Path, out: Path, **processing):
+    data = {**SMALL, "dataset": {"input_dir": str(demo_root)}, "output": {**SMALL["output"], "dir": str(out)}, "processing": processing}
+    return config_from_dict(data)
+
+
+def _records(root: Path) -> dict[tuple[str, str], bytes]:
+    """Every stored record's bytes (header, arrays, label and metadata as encoded), by (split, key)."""
+    out = {}
+    for split in SPLITS:
+        with open_storage(root / split / "data.lmdb") as store:
+            keys = store.get_all_keys()
+            with store.raw_records(keys) as buffers:
+                out.update({(split, k): bytes(b) for k, b in zip(keys, buffers)})
+    return out
+
+
+def _verify_strict(root: Path) -> None:
+    v = run_cli("inspect_data.py", "verify", str(root), "--strict", "--no-progress")
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+# ----------------------------------------------------------------------------- fast: options
+
+
+def test_config_and_cli_options():
+    cfg = config_from_dict({"processing": {"executor": "ray", "ray_address": "10.0.0.1:6379", "max_retries": 0}})
+    assert cfg.processing.ray_address == "10.0.0.1:6379" and cfg.processing.max_retries == 0
+    assert config_from_dict({"processing": {"executor": "ray", "ray_address": "auto"}}).processing.ray_address == "auto"
+    assert config_from_dict({}).processing.ray_address is None
+    for bad in ("10.0.0.1", "host:0", "host:http", ":6379"):
+        with pytest.raises(ConfigError, match=f"processing.ray_address: invalid value '{bad}'; must be auto or HOST:PORT"):
+            config_from_dict({"processing": {"executor": "ray", "ray_address": bad}})
+    with pytest.raises(ConfigError, match="processing.ray_address is only used by executor ray; processing.executor is 'process'"):
+        config_from_dict({"processing": {"ray_address": "auto"}})
+    with pytest.raises(ConfigError, match="processing.max_retries: must be 0 or more"):
+        config_from_dict({"processing": {"max_retries": -1}})
+    yaml_cfg = load_config(REPO / "configs" / "preprocessing.yaml")
+    assert yaml_cfg.processing.ray_address is None and yaml_cfg.processing.max_retries == 2
+
+    r = run_cli("preprocess.py", "--dataset", "fakeavceleb", "--executor", "nope")
+    assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr and "ray" in r.stderr
+    r = run_cli("preprocess.py", "--dataset", "fakeavceleb", "--executor", "process", "--ray-address", "auto")
+    assert r.returncode == 2 and "only used by executor ray" in r.stderr
+
+
+def test_ray_is_imported_only_when_a_ray_run_starts():
+    code = (
+        "import sys, preprocess, src.config, src.preprocessing.runner, src.preprocessing.ray_executor\n"
+        "from src.preprocessing.registries import EXECUTORS\n"
+        "assert EXECUTORS.get('ray').__name__ == 'RayExecutor'\n"
+        "print('ray' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+def test_ray_temp_dir_is_short_and_private(monkeypatch, tmp_path):
+    from src.preprocessing.ray_executor import ray_temp_dir
+
+    long_dir = tmp_path / ("x" * 60)
+    long_dir.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long_dir))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read $TMPDIR
+    d = ray_temp_dir()
+    try:
+        assert d.startswith("/tmp/dfray-") and len(d) < 45 and oct(os.stat(d).st_mode)[-3:] == "700"
+    finally:
+        os.rmdir(d)
+
+
+# ----------------------------------------------------------------------------- slow: real Ray
+
+
+@pytest.fixture
+def ray_tmpdir(monkeypatch):
+    """A short private ``$RAY_TMPDIR``: the cluster's sockets, logs and address file, apart from other test workers."""
+    d = tempfile.mkdtemp(prefix="rt-", dir="/tmp")
+    os.mkdir(os.path.join(d, "ray"))
+    monkeypatch.setenv("RAY_TMPDIR", d)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster(ray_tmpdir):
+    """Two Ray nodes on this machine: a head and a worker node, one CPU each."""
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker = c.add_node(num_cpus=1)
+    c.wait_for_nodes()
+    yield c, worker
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool_records(demo_root, tmp_path_factory):
+    """The demo dataset preprocessed by the process pool (2 workers): the reference records."""
+    out = tmp_path_factory.mktemp("pool")
+    report = run_preprocessing(_config(demo_root, out, executor="process", workers=2))
+    assert report.stored > 10 and len(report.failed) == 3
+    return _records(out / "FakeAVCeleb_v1.2")
+
+
+@pytest.mark.slow
+def test_two_nodes_store_the_same_records_as_the_process_pool(cluster, pool_records, demo_root, tmp_path):
+    import ray
+
+    c, _ = cluster
+    report = run_preprocessing(_config(demo_root, tmp_path, executor="ray", ray_address=c.address))
+    assert not ray.is_initialized()  # the driver disconnected; the cluster is the fixture's
+    assert len(report.failed) == 3 and report.stored == len(pool_records)
+    records = _records(tmp_path / "FakeAVCeleb_v1.2")
+    assert records.keys() == pool_records.keys()
+    assert all(records[k] == pool_records[k] for k in records)  # byte-identical: arrays, label, metadata, checksums
+
+
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_run_costs_a_retry_not_the_run(cluster, pool_records, demo_root, tmp_path, caplog):
+    c, worker = cluster
+    seen: list[int] = []  # the result after which the driver knew the worker node's actor was ready
+    killed: list[int] = []
+
+    def kill_worker_node(event) -> None:
+        # Once the driver has queued videos on the worker node's actor, take the node away with them.
+        if not seen:
+            if any(worker.node_id in r.getMessage() and " ready on " in r.getMessage() for r in caplog.records):
+                seen.append(event.done)
+            else:
+                time.sleep(0.3)  # hold the head node's actor back until the worker node's has started (slow under load)
+        elif not killed:
+            c.remove_node(worker)  # its raylet, object store and actor: gone, with the videos queued there
+            killed.append(event.done)
+
+    with caplog.at_level("DEBUG", logger="src.preprocessing.ray_executor"):
+        report = run_preprocessing(_config(demo_root, tmp_path, executor="ray", ray_address=c.address), progress=kill_worker_node)
+    assert killed, "the worker node's actor never became ready"
+    died = [r.getMessage() for r in caplog.records if " died (" in r.getMessage()]
+    assert len(died) == 1 and "video(s) go to the other actors" in died[0]
+    assert len(report.failed) == 3 and report.stored == len(pool_records)
+    root = tmp_path / "FakeAVCeleb_v1.2"
+    assert _records(root) == pool_records
+    _verify_strict(root)
+
+
+def _committed(out: Path) -> int:
+    n = 0
+    for split in SPLITS:
+        path = out / "FakeAVCeleb_v1.2" / split / "data.lmdb"
+        try:
+            with open_storage(path) as store:
+                n += len(store)
+        except StorageError:
+            pass  # not created or not committed yet
+    return n
+
+
+@pytest.mark.slow
+def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(ray_tmpdir, pool_records, demo_root, tmp_path):
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(SMALL_YAML)
+    args = ["preprocess.py", "--dataset", "fakeavceleb", "--config", str(cfg_file), "--input-dir", str(demo_root),
+            "--output-dir", str(tmp_path), "--workers", "1", "--executor", "ray", "--no-progress"]
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _committed(tmp_path) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)  # the driver only, as the OOM killer would; its local Ray goes with it
+        proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of its Ray instance outlived it
+        except ProcessLookupError:
+            pass
+        proc.stderr.close()
+    before = _committed(tmp_path)
+    assert 2 <= before < len(pool_records)
+
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    root = tmp_path / "FakeAVCeleb_v1.2"
+    report = json.loads((root / "preprocess_report.json").read_text())
+    assert report["already_stored"] >= before and report["already_stored"] + report["stored"] == len(pool_records)
+    records = _records(root)
+    assert records == pool_records  # nothing lost, nothing doubled, the same bytes
+    paths = []
+    for split in SPLITS:
+        with open_storage(root / split / "data.lmdb") as store:
+            paths += [store.retrieve_metadata(k)[1]["video_path"] for k in store.get_all_keys()]
+    assert len(paths) == len(set(paths)) == len(pool_records)
+    _verify_strict(root)
+
+
+CRASH_PLUGIN = '''
+"""Loaded by the Ray actors only: the video named crash.mp4 kills its process, as a native decoder bug would."""
+import os
+
+from src.preprocessing import pipeline
+
+_call = pipeline.VideoProcessor.__call__
+
+
+def _crashing_call(self, task):
+    if task.relpath == "crash.mp4":
+        os._exit(3)
+    return _call(self, task)
+
+
+pipeline.VideoProcessor.__call__ = _crashing_call
+'''
+
+
+@pytest.mark.slow
+def test_a_video_that_keeps_crashing_its_actor_is_reported_failed(ray_tmpdir, tmp_path, monkeypatch):
+    import ray
+
+    from src.preprocessing.pipeline import VideoTask
+    from src.preprocessing.ray_executor import RayExecutor
+    from tests.media import make_face_video
+
+    module = f"crash_plugin_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text(CRASH_PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO)]))  # the actors find the plugin...
+    monkeypatch.setenv("DEEPFAKE_DATA_PLUGINS", module)  # ...and import it; this process never does
+    video = tmp_path / "v.mp4"
+    make_face_video(video, num_frames=10, size=(112, 112), face_center=(56, 56), face_size=60)
+    tasks = [VideoTask(f"sample_{i + 1:06d}", "train", name, str(video), 1, 1, 0, {}) for i, name in enumerate(["a.mp4", "crash.mp4", "b.mp4"])]
+    cfg = config_from_dict({**SMALL, "faces": {"detector": "haar", "image_size": 64}, "processing": {"executor": "ray", "max_retries": 1}})
+    executor = RayExecutor(cfg, workers=1)
+    results = {r.task.relpath: r for r in executor.map(tasks)}
+    assert not ray.is_initialized()  # the local instance it started is stopped
+    assert executor.temp_dir.startswith("/tmp/dfray-") and not os.path.exists(executor.temp_dir)  # and its temp dir removed
+    assert results.keys() == {"a.mp4", "crash.mp4", "b.mp4"}
+    assert results["a.mp4"].status == results["b.mp4"].status == "ok"
+    crashed = results["crash.mp4"]
+    assert crashed.status == "failed" and "the Ray worker died while processing this video, 2 times" in crashed.error
+    s = executor.stats
+    # Each death charges the video the actor was running: crash.mp4 twice. The one before it (a.mp4) is charged too
+    # when the death also swallowed its finished reply (Ray: "may or may not have been executed"); b.mp4, queued behind, never.
+    assert s.actors == 1 and s.results == 2 and s.actor_failures in (2, 3) and s.retries == s.actor_failures
+    ok = [results["a.mp4"], results["b.mp4"]]
+    assert s.payload_bytes == sum(r.sample["data"].nbytes + r.sample["audio"].nbytes for r in ok)
