@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"\n# {args.videos} catalog rows ({args.distinct} distinct videos, hard-linked), 224x224, {args.seconds:g} s at 25 fps, default config (16 frames, 224 crops, LMDB raw), {args.repeats} repeat(s), median\n"
             f"# pool {pool['steady_videos_per_s']:.2f} videos/s vs Ray {ray_run['steady_videos_per_s']:.2f} steady ({w} workers): "
-            f"Ray is {ratios['ray_vs_pool_steady_slowdown']:.2f}x slower (whole run with start-up {ratios['ray_vs_pool_whole_run_slowdown']:.2f}x; "
-            f"executors alone {ratios['ray_vs_pool_executor_only_slowdown']:.2f}x)\n"
+            f"Ray takes {ratios['ray_vs_pool_steady_slowdown']:.2f}x the pool's time per video (whole run with start-up "
+            f"{ratios['ray_vs_pool_whole_run_slowdown']:.2f}x; executors alone, no writer, {ratios['ray_vs_pool_executor_only_slowdown']:.2f}x)\n"
             f"# Ray: import {value['import_ray', 'seconds']:.2f} s, local start {value['ray_start', 'init_seconds']:.2f} s, "
             f"first actor ready after {value['ray_start', 'first_actor_ready_seconds']:.2f} s\n"
             f"# 1 -> 2 nodes (1 CPU each): {med['ray_cluster_1node']['steady_videos_per_s']:.2f} -> {med['ray_cluster_2nodes']['steady_videos_per_s']:.2f} videos/s "

@@ -235,6 +235,7 @@ def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(ray_tmpdir, pool_r
 CRASH_PLUGIN = '''
 """Loaded by the Ray actors only: the video named crash.mp4 kills its process, as a native decoder bug would."""
 import os
+import time
 
 from src.preprocessing import pipeline
 
@@ -243,6 +244,7 @@ _call = pipeline.VideoProcessor.__call__
 
 def _crashing_call(self, task):
     if task.relpath == "crash.mp4":
+        time.sleep(0.3)  # some way into decoding, as a real crash (the previous video's reply is out by then)
         os._exit(3)
     return _call(self, task)
 

@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 #: How long the run waits with no actor alive (cluster lost its nodes, actors unschedulable) before it stops.
 STALL_TIMEOUT_S = 600.0
-#: A run stops when this many actor deaths per actor happen before any video finishes (start-up crash).
+#: A run stops when actors die this many times per actor (at least ``max_retries + 2``) with no video finishing in between.
 _CRASHES_PER_ACTOR = 3
 _MAX_TEMP_PARENT = 40  # Ray adds ~62 characters (session_<date>_<pid>/sockets/plasma_store) under its temp dir
 _SRC_ROOT = str(Path(__file__).resolve().parents[2])  # the checkout holding the src package
@@ -320,7 +320,9 @@ class RayExecutor(Executor):
             self.stats.actor_failures += 1
             crashes_since_result += 1
             logger.warning("Ray actor %d on %s died (%s); %d video(s) go to the other actors", actor.index, actor.host or "?", _one_line(exc, 160), len(lost))
-            if crashes_since_result >= _CRASHES_PER_ACTOR * len(actors):
+            # One bad video costs max_retries + 1 deaths, one more when a death also swallows the reply of the
+            # video finished just before it; more than that in a row, with nothing finishing, is a broken install.
+            if crashes_since_result >= max(_CRASHES_PER_ACTOR, self.max_retries + 2) * len(actors):
                 raise DeepfakeDataError(f"Ray actors keep dying before finishing any video (last: {_one_line(exc)}); see the log above")
             # Actors run their queue in order: the oldest lost video was the one running, the rest never started.
             requeue.extendleft(t for _, t in reversed(lost[1:]))
