@@ -311,6 +311,17 @@ class ProcessingConfig:
             ``HOST:PORT`` joins that cluster.
         max_retries: Executor ``ray``: retries of a video whose worker died (a crash,
             a lost node); then it is reported failed.
+        ray_write: Executor ``ray``: who writes the stores. ``shards``: every
+            actor writes LMDB shards on its node's local disk and publishes
+            each sealed shard (with a manifest, the commit point) into the
+            split's ``data.lmdb``, which reads as one store; ``driver``: the
+            samples stream to the driver's one writer; ``auto``: shards for
+            ``output.format: lmdb``, else driver.
+        shard_dir: Node-local scratch directory for open shards (``null``: the
+            system temp dir of each node). Never a network file system.
+        shard_mb: Seal and publish a shard once it holds this many megabytes.
+        shard_seconds: ... or once it has been open this long (bounds the work a
+            killed driver loses).
     """
 
     workers: int | None = None
@@ -319,9 +330,16 @@ class ProcessingConfig:
     max_in_flight: int = 4
     ray_address: str | None = None
     max_retries: int = 2
+    ray_write: str = "auto"
+    shard_dir: str | None = None
+    shard_mb: float = 2048
+    shard_seconds: float = 300
 
     def __post_init__(self) -> None:
         _positive("processing", "workers", self.workers, allow_none=True)
+        _choice("processing", "ray_write", self.ray_write, ("auto", "shards", "driver"))
+        _positive("processing", "shard_mb", self.shard_mb)
+        _positive("processing", "shard_seconds", self.shard_seconds)
         _positive("processing", "limit", self.limit, allow_none=True)
         _positive("processing", "max_in_flight", self.max_in_flight)
         _choice("processing", "executor", self.executor, EXECUTORS.names())
@@ -376,6 +394,16 @@ class Config:
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
     loader: LoaderConfig = field(default_factory=LoaderConfig)
+
+    def __post_init__(self) -> None:
+        if self.processing.ray_write == "shards" and self.output.format != "lmdb":
+            raise ConfigError(f"processing.ray_write: shards writes LMDB shards; output.format is '{self.output.format}' (use ray_write: driver or auto)")
+
+    @property
+    def writes_shards(self) -> bool:
+        """Whether the run's samples are written as LMDB shards by the workers (executor ``ray``)."""
+        p = self.processing
+        return p.executor == "ray" and self.output.format == "lmdb" and p.ray_write in ("auto", "shards")
 
 
 # ----------------------------------------------------------------------------- loading

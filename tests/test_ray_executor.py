@@ -26,6 +26,8 @@ import pytest
 
 from src.config import config_from_dict, load_config
 from src.data import open_storage
+from src.data.lmdb_shards import ShardedLMDBStorage, is_shard_set, read_manifests
+from src.data.lmdb_storage import LMDBStorage
 from src.errors import ConfigError, StorageError
 from src.preprocessing.runner import run_preprocessing
 from tests.conftest import REPO, run_cli
@@ -37,6 +39,7 @@ SMALL_YAML = "output:\n  lmdb:\n    commit_every: 2\nframes:\n  num_frames: 8\nf
 
 
 def _config(demo_root: Path, out: Path, **processing):
+    processing.setdefault("shard_mb", 0.5)  # a shard every two clips: several shards per actor
     data = {**SMALL, "dataset": {"input_dir": str(demo_root)}, "output": {**SMALL["output"], "dir": str(out)}, "processing": processing}
     return config_from_dict(data)
 
@@ -142,21 +145,42 @@ def pool_records(demo_root, tmp_path_factory):
     return _records(out / "FakeAVCeleb_v1.2")
 
 
+def _check_layout(root: Path, ray_write: str) -> None:
+    """``shards``: each split is a shard set of several published shards; ``driver``: one LMDB environment."""
+    for split in SPLITS:
+        path = root / split / "data.lmdb"
+        assert is_shard_set(path) == (ray_write == "shards") and (path / "data.mdb").exists() == (ray_write == "driver")
+        with LMDBStorage(path) as store:  # the spec's call opens either
+            assert store.is_complete and len(store) > 0
+            if ray_write == "shards":
+                assert isinstance(store, ShardedLMDBStorage) and len(store.shards) >= 1 and store.duplicate_keys == 0
+    if ray_write == "shards":
+        assert sum(len(read_manifests(root / s / "data.lmdb")) for s in SPLITS) > len(SPLITS)  # sealed by size mid-run
+
+
 @pytest.mark.slow
-def test_two_nodes_store_the_same_records_as_the_process_pool(cluster, pool_records, demo_root, tmp_path):
+@pytest.mark.parametrize("ray_write", ["shards", "driver"])
+def test_two_nodes_store_the_same_records_as_the_process_pool(cluster, pool_records, demo_root, tmp_path, ray_write):
     import ray
 
     c, _ = cluster
-    report = run_preprocessing(_config(demo_root, tmp_path, executor="ray", ray_address=c.address))
+    report = run_preprocessing(_config(demo_root, tmp_path, executor="ray", ray_address=c.address, ray_write=ray_write))
     assert not ray.is_initialized()  # the driver disconnected; the cluster is the fixture's
-    assert len(report.failed) == 3 and report.stored == len(pool_records)
-    records = _records(tmp_path / "FakeAVCeleb_v1.2")
+    assert len(report.failed) == 3 and report.stored == len(pool_records) and report.workers == 2
+    root = tmp_path / "FakeAVCeleb_v1.2"
+    records = _records(root)
     assert records.keys() == pool_records.keys()
     assert all(records[k] == pool_records[k] for k in records)  # byte-identical: arrays, label, metadata, checksums
+    _check_layout(root, ray_write)
+    for split in SPLITS:  # metadata.json lists the same samples as the pool's run would
+        meta = json.loads((root / split / "metadata.json").read_text())
+        assert meta["num_samples"] == sum(1 for s, _ in pool_records if s == split)
+    _verify_strict(root)
 
 
 @pytest.mark.slow
-def test_a_worker_node_killed_mid_run_costs_a_retry_not_the_run(cluster, pool_records, demo_root, tmp_path, caplog):
+@pytest.mark.parametrize("ray_write", ["shards", "driver"])
+def test_a_worker_node_killed_mid_run_costs_a_retry_not_the_run(cluster, pool_records, demo_root, tmp_path, caplog, ray_write):
     c, worker = cluster
     seen: list[int] = []  # the result after which the driver knew the worker node's actor was ready
     killed: list[int] = []
@@ -173,13 +197,14 @@ def test_a_worker_node_killed_mid_run_costs_a_retry_not_the_run(cluster, pool_re
             killed.append(event.done)
 
     with caplog.at_level("DEBUG", logger="src.preprocessing.ray_executor"):
-        report = run_preprocessing(_config(demo_root, tmp_path, executor="ray", ray_address=c.address), progress=kill_worker_node)
+        report = run_preprocessing(_config(demo_root, tmp_path, executor="ray", ray_address=c.address, ray_write=ray_write), progress=kill_worker_node)
     assert killed, "the worker node's actor never became ready"
     died = [r.getMessage() for r in caplog.records if " died (" in r.getMessage()]
     assert len(died) == 1 and "video(s) go to the other actors" in died[0]
     assert len(report.failed) == 3 and report.stored == len(pool_records)
     root = tmp_path / "FakeAVCeleb_v1.2"
     assert _records(root) == pool_records
+    _check_layout(root, ray_write)
     _verify_strict(root)
 
 
@@ -196,9 +221,10 @@ def _committed(out: Path) -> int:
 
 
 @pytest.mark.slow
-def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(ray_tmpdir, pool_records, demo_root, tmp_path):
+@pytest.mark.parametrize("ray_write", ["shards", "driver"])
+def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(ray_tmpdir, pool_records, demo_root, tmp_path, ray_write):
     cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(SMALL_YAML)
+    cfg_file.write_text(SMALL_YAML + f"processing:\n  ray_write: {ray_write}\n  shard_mb: 0.5\n")
     args = ["preprocess.py", "--dataset", "fakeavceleb", "--config", str(cfg_file), "--input-dir", str(demo_root),
             "--output-dir", str(tmp_path), "--workers", "1", "--executor", "ray", "--no-progress"]
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -233,6 +259,7 @@ def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(ray_tmpdir, pool_r
         with open_storage(root / split / "data.lmdb") as store:
             paths += [store.retrieve_metadata(k)[1]["video_path"] for k in store.get_all_keys()]
     assert len(paths) == len(set(paths)) == len(pool_records)
+    _check_layout(root, ray_write)
     _verify_strict(root)
 
 

@@ -47,6 +47,7 @@ _IDX_PREFIX = b"idx:"
 _GB = 1024**3
 _MAX_DBS = 64
 _MAX_KEY_BYTES = 500  # LMDB's key limit is 511 bytes; sample keys are also index values
+_SHARDSET_NAME = "shardset.json"  # marks a shard set (src.data.lmdb_shards.SHARDSET_NAME)
 _EMPTY_INDEX_KEY = b"\x00"  # LMDB rejects empty keys: the empty value (a missing field) is stored as one NUL byte
 
 
@@ -194,10 +195,18 @@ class LMDBStorage(Storage):
     suffixes = (".lmdb",)
     _process_local = ("_shared",)
 
+    def __new__(cls, path: str | os.PathLike | None = None, readonly: bool = True, *args: Any, **kwargs: Any) -> LMDBStorage:
+        # A shard set (see src/data/lmdb_shards.py) opens as one store with the same call.
+        if cls is LMDBStorage and path is not None and (Path(path) / _SHARDSET_NAME).is_file():
+            from src.data.lmdb_shards import ShardedLMDBStorage
+
+            return super().__new__(ShardedLMDBStorage)
+        return super().__new__(cls)
+
     @classmethod
     def sniff(cls, path: Path) -> bool:
-        """An LMDB environment directory (holds ``data.mdb``)."""
-        return path.is_dir() and (path / "data.mdb").exists()
+        """An LMDB environment directory (holds ``data.mdb``), or a shard set of them."""
+        return path.is_dir() and ((path / "data.mdb").exists() or (path / _SHARDSET_NAME).is_file())
 
     def __init__(
         self,

@@ -17,13 +17,17 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING, ClassVar
 
 from src.config import Config
-from src.errors import DeepfakeDataError
+from src.errors import ConfigError, DeepfakeDataError
 from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
 from src.preprocessing.registries import EXECUTORS
 
-__all__ = ["EXECUTORS", "Executor", "ProcessExecutor", "SerialExecutor", "bounded_map", "run_tasks"]
+if TYPE_CHECKING:
+    from src.data.lmdb_shards import ShardTarget
+
+__all__ = ["EXECUTORS", "Executor", "ProcessExecutor", "SerialExecutor", "bounded_map", "make_executor", "run_tasks"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +54,17 @@ class Executor(abc.ABC):
         workers: Parallel workers to use.
     """
 
-    def __init__(self, config: Config, workers: int = 1) -> None:
+    #: Whether the executor's workers can write the samples themselves, into LMDB shards (``shards=``).
+    writes_shards: ClassVar[bool] = False
+
+    def __init__(self, config: Config, workers: int = 1, shards: ShardTarget | None = None) -> None:
+        if shards is not None and not self.writes_shards:
+            raise ConfigError(f"executor {type(self).__name__} does not write shards; only executor ray does (processing.ray_write)")
         self.config = config
         self.workers = max(1, int(workers))
+        self.shards = shards
+        #: Workers the last run used (the actors on a cluster).
+        self.workers_used = self.workers
 
     @abc.abstractmethod
     def map(self, tasks: Iterable[VideoTask]) -> Iterator[TaskResult]:
@@ -151,10 +163,12 @@ class ProcessExecutor(Executor):
         workers: Number of worker processes.
     """
 
+    #: Retries of the videos in flight when a worker died (the whole pool breaks, so each is charged;
+    #: ``processing.max_retries`` is the Ray executor's, where only the running video is).
     max_retries = 1
 
-    def __init__(self, config: Config, workers: int) -> None:
-        super().__init__(config, workers)
+    def __init__(self, config: Config, workers: int, shards: ShardTarget | None = None) -> None:
+        super().__init__(config, workers, shards)
         self.max_in_flight = self.workers * config.processing.max_in_flight
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -180,11 +194,25 @@ class ProcessExecutor(Executor):
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def make_executor(config: Config, workers: int | None = None, shards: ShardTarget | None = None) -> Executor:
+    """The executor named by ``config.processing.executor``.
+
+    Args:
+        config: The preprocessing config.
+        workers: Workers (default ``processing.num_workers``).
+        shards: Have the workers write the samples into these shard sets.
+
+    Raises:
+        ConfigError: Unknown executor name, or one that cannot write shards.
+    """
+    executor = EXECUTORS.get(config.processing.executor)
+    return executor(config, workers or config.processing.num_workers, shards)
+
+
 def run_tasks(config: Config, tasks: Iterable[VideoTask], workers: int | None = None) -> Iterator[TaskResult]:
     """Run tasks with the executor named by ``config.processing.executor``.
 
     Raises:
         ConfigError: Unknown executor name.
     """
-    executor = EXECUTORS.get(config.processing.executor)
-    return executor(config, workers or config.processing.num_workers).map(tasks)
+    return make_executor(config, workers).map(tasks)

@@ -66,6 +66,7 @@ class TaskResult:
         error: Why there is no sample (None on success).
         status: ``ok``, ``failed`` (bad video) or ``skipped`` (no face under the ``skip`` policy).
         timings: Seconds spent per stage.
+        stored: The worker wrote the sample itself (into a published shard); ``sample`` is then None.
     """
 
     task: VideoTask
@@ -73,6 +74,7 @@ class TaskResult:
     error: str | None = None
     status: str = "ok"
     timings: dict[str, float] = field(default_factory=dict)
+    stored: bool = False
 
 
 class VideoProcessor:

@@ -33,6 +33,7 @@ Ray is imported here only, and only when a run starts.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -43,14 +44,17 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from src.config import Config
-from src.errors import ConfigError, DeepfakeDataError
+from src.errors import ConfigError, DeepfakeDataError, StorageError
 from src.plugins import PLUGINS_ENV, load_plugins
 from src.preprocessing.executors import Executor
 from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
 from src.preprocessing.registries import DETECTORS
+
+if TYPE_CHECKING:
+    from src.data.lmdb_shards import ShardTarget
 
 __all__ = ["RayExecutor", "RayStats", "VideoActor", "actor_resources", "ray_temp_dir"]
 
@@ -71,6 +75,12 @@ def _import_ray() -> Any:
     except ImportError as exc:
         raise ConfigError(f"processing.executor: ray needs the ray package (pip install -r requirements.txt): {exc}") from None
     return ray
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
@@ -106,16 +116,27 @@ def actor_resources(config: Config) -> dict[str, float]:
 class VideoActor:
     """One Ray actor: a :class:`~src.preprocessing.pipeline.VideoProcessor` (its detector built once).
 
+    With ``shards``, the actor also writes its samples into LMDB shards on its
+    node's local disk (:class:`~src.data.lmdb_shards.ShardWriter`) and
+    publishes each sealed shard into the split's store; only a small result
+    goes back to the driver.
+
     Args:
         config: The preprocessing config.
         log_level: The driver's log level, mirrored here.
         plugins: Plugin modules to import first (the driver's ``$DEEPFAKE_DATA_PLUGINS``).
+        shards: Where to write shards, or None to return the samples.
     """
 
-    def __init__(self, config: Config, log_level: int, plugins: str = "") -> None:
+    def __init__(self, config: Config, log_level: int, plugins: str = "", shards: ShardTarget | None = None) -> None:
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
         load_plugins(plugins)
         self.processor = VideoProcessor(config)
+        self.writer = None
+        if shards is not None:
+            from src.data.lmdb_shards import ShardWriter
+
+            self.writer = ShardWriter(shards)
 
     def ready(self) -> tuple[str, str]:
         """``(host, Ray node id)`` of this actor, once its detector is loaded."""
@@ -125,9 +146,45 @@ class VideoActor:
 
         return socket.gethostname(), ray.get_runtime_context().get_node_id()
 
-    def process(self, task: VideoTask) -> TaskResult:
-        """Process one video (never raises for a bad video)."""
-        return self.processor(task)
+    def process(self, task: VideoTask) -> TaskResult | tuple[TaskResult, list[dict[str, Any]]]:
+        """Process one video (never raises for a bad video).
+
+        Returns:
+            The result; with shards, ``(result, shards published after it)``, the
+            sample written into the open shard (``result.stored``, no sample).
+
+        Raises:
+            StorageError: Writing or publishing a shard failed (a full disk): the run stops.
+        """
+        result = self.processor(task)
+        if self.writer is None:
+            return result
+        published: list[dict[str, Any]] = []
+        if result.status == "ok" and result.sample is not None:
+            started = time.perf_counter()
+            try:
+                self.writer.add(task.split, task.key, result.sample)
+                if self.writer.due:
+                    published = self.writer.seal()
+            except (OSError, DeepfakeDataError) as exc:
+                raise StorageError(f"writing a shard on {_host()} failed: {_one_line(exc)}") from exc
+            result.sample, result.stored = None, True
+            result.timings["shard_write"] = time.perf_counter() - started
+        return result, published
+
+    def seal(self) -> list[dict[str, Any]]:
+        """Seal and publish the open shards; ``{"split", "name", "keys"}`` per shard published."""
+        if self.writer is None:
+            return []
+        try:
+            return self.writer.seal()
+        except (OSError, DeepfakeDataError) as exc:
+            raise StorageError(f"publishing a shard from {_host()} failed: {_one_line(exc)}") from exc
+
+    def close(self) -> None:
+        """Remove this actor's work directory (call after :meth:`seal`)."""
+        if self.writer is not None:
+            self.writer.close()
 
 
 @dataclass
@@ -144,6 +201,8 @@ class RayStats:
         get_seconds: Driver time spent receiving results (``ray.get``).
         actor_failures: Actor deaths seen (process or node lost).
         retries: Videos charged a retry.
+        shards: Shards published (``ray_write: shards``).
+        unpublished_requeued: Finished videos redone because their actor died before publishing their shard.
     """
 
     start_seconds: float = 0.0
@@ -155,6 +214,8 @@ class RayStats:
     get_seconds: float = 0.0
     actor_failures: int = 0
     retries: int = 0
+    shards: int = 0
+    unpublished_requeued: int = 0
 
 
 @dataclass
@@ -169,6 +230,11 @@ class _Actor:
     ping_at: float = 0.0
     backoff: float = 0.5
     error: str = ""
+    held: dict = field(default_factory=dict)  # (split, key) -> TaskResult written into its open shard, not yet published
+    sealing: Any = None  # the pending seal() call
+
+
+_SEAL = object()  # marks a pending seal() call in the driver's table
 
 
 def _payload_bytes(result: TaskResult) -> int:
@@ -176,18 +242,35 @@ def _payload_bytes(result: TaskResult) -> int:
     return sum(int(getattr(v, "nbytes", 0)) for v in sample.values())
 
 
+def _is_writer_error(exc: BaseException) -> bool:
+    return isinstance(exc, StorageError) or isinstance(getattr(exc, "cause", None), StorageError)
+
+
+def _writer_error(exc: BaseException) -> StorageError:
+    cause = getattr(exc, "cause", None)
+    return StorageError(str(cause if isinstance(cause, StorageError) else _one_line(exc)))
+
+
 class RayExecutor(Executor):
     """Runs the videos on Ray actors and streams the results back to the caller.
+
+    With ``shards``, the actors write the samples into LMDB shards themselves;
+    a result is yielded (``stored``, no sample) once the shard holding it is
+    published, and an actor that dies first has its unpublished videos redone
+    (not charged a retry).
 
     Args:
         config: The preprocessing config (``processing.ray_address``,
             ``max_retries`` and ``max_in_flight`` apply).
         workers: Actors to run; on a cluster with ``processing.workers: null``
             one per CPU of the cluster.
+        shards: Where the actors write shards (None: samples come back to the caller).
     """
 
-    def __init__(self, config: Config, workers: int = 1) -> None:
-        super().__init__(config, workers)
+    writes_shards: ClassVar[bool] = True
+
+    def __init__(self, config: Config, workers: int = 1, shards: ShardTarget | None = None) -> None:
+        super().__init__(config, workers, shards)
         p = config.processing
         self.address = p.ray_address
         self.max_retries = p.max_retries
@@ -211,6 +294,9 @@ class RayExecutor(Executor):
             actors = self._create_actors(ray)
             yield from self._stream(ray, actors, itertools.chain([first], source), started)
             clean = True
+            if self.shards is not None:  # remove the actors' (now empty) work directories
+                with contextlib.suppress(Exception):
+                    ray.get([a.handle.close.remote() for a in actors if a.ready], timeout=30)
         finally:
             for actor in actors:
                 try:
@@ -226,8 +312,8 @@ class RayExecutor(Executor):
                     logger.warning("Ray's logs are kept in %s", temp_dir)
         s = self.stats
         logger.info(
-            "ray: %d videos on %d actors (%d hosts), %.1f MB received in %.2f s of ray.get, %d actor deaths, %d retries",
-            s.results, s.actors, len(s.hosts), s.payload_bytes / 1e6, s.get_seconds, s.actor_failures, s.retries,
+            "ray: %d videos on %d actors (%d hosts), %.1f MB received in %.2f s of ray.get, %d shards published, %d actor deaths, %d retries",
+            s.results, s.actors, len(s.hosts), s.payload_bytes / 1e6, s.get_seconds, s.shards, s.actor_failures, s.retries,
         )
 
     # ------------------------------------------------------------------ start-up
@@ -271,8 +357,8 @@ class RayExecutor(Executor):
         remote = ray.remote(VideoActor).options(**resources, max_restarts=-1, max_task_retries=0)
         level = logging.getLogger().getEffectiveLevel()
         plugins = os.environ.get(PLUGINS_ENV, "")
-        self.stats.actors = count
-        return [_Actor(i, remote.remote(self.config, level, plugins)) for i in range(count)]
+        self.stats.actors = self.workers_used = count
+        return [_Actor(i, remote.remote(self.config, level, plugins, self.shards)) for i in range(count)]
 
     # ------------------------------------------------------------------ the loop
 
@@ -311,11 +397,19 @@ class RayExecutor(Executor):
 
         def actor_down(actor: _Actor, exc: BaseException, failed: tuple[int, VideoTask]) -> Iterator[TaskResult]:
             nonlocal in_flight, crashes_since_result
-            lost = sorted([failed, *((s, t) for s, _, t in actor.inflight)], key=lambda st: st[0])
+            lost = sorted([*([failed] if failed else []), *((s, t) for s, _, t in actor.inflight)], key=lambda st: st[0])
             for _, ref, _ in actor.inflight:
                 pending.pop(ref, None)
             in_flight -= len(actor.inflight)
             actor.inflight.clear()
+            if actor.sealing is not None:
+                pending.pop(actor.sealing, None)
+                actor.sealing = None
+            if actor.held:  # finished, but their shard died with the actor: redo them, uncharged
+                logger.warning("Ray actor %d died before publishing its shard: %d finished video(s) are redone", actor.index, len(actor.held))
+                self.stats.unpublished_requeued += len(actor.held)
+                requeue.extend(r.task for r in actor.held.values())
+                actor.held.clear()
             actor.ready, actor.ping, actor.ping_at = False, None, time.monotonic()
             self.stats.actor_failures += 1
             crashes_since_result += 1
@@ -325,8 +419,18 @@ class RayExecutor(Executor):
             if crashes_since_result >= max(_CRASHES_PER_ACTOR, self.max_retries + 2) * len(actors):
                 raise DeepfakeDataError(f"Ray actors keep dying before finishing any video (last: {_one_line(exc)}); see the log above")
             # Actors run their queue in order: the oldest lost video was the one running, the rest never started.
+            if not lost:  # it died sealing: no video to charge
+                return
             requeue.extendleft(t for _, t in reversed(lost[1:]))
             yield from charge(lost[0][1], exc)
+
+        def release(actor: _Actor, published: list[dict[str, Any]]) -> Iterator[TaskResult]:
+            for shard in published:
+                self.stats.shards += 1
+                for key in shard["keys"]:
+                    result = actor.held.pop((shard["split"], key), None)
+                    if result is not None:
+                        yield result
 
         while True:
             now = time.monotonic()
@@ -348,7 +452,13 @@ class RayExecutor(Executor):
                 pending[ref] = (actor, n, task)
                 in_flight += 1
             if in_flight == 0 and exhausted and not requeue:
-                return
+                holding = [a for a in actors if a.held]
+                if not holding:
+                    return
+                for actor in holding:  # the end: publish what the actors hold
+                    if actor.ready and actor.sealing is None:
+                        actor.sealing = actor.handle.seal.remote()
+                        pending[actor.sealing] = (actor, -1, _SEAL)
             if all(a.dead for a in actors):
                 raise DeepfakeDataError(f"no Ray actor could start: {actors[0].error}")
             if in_flight == 0 and not any(a.ready for a in actors):
@@ -377,6 +487,17 @@ class RayExecutor(Executor):
                 if entry is None:  # dropped with its actor
                     continue
                 actor, n, task = entry
+                if task is _SEAL:
+                    actor.sealing = None
+                    try:
+                        published = ray.get(ref)
+                    except RayActorError as exc:
+                        yield from actor_down(actor, exc, None)
+                        continue
+                    except RayTaskError as exc:
+                        raise _writer_error(exc) from exc
+                    yield from release(actor, published)
+                    continue
                 if task is None:  # a readiness ping
                     actor.ping = None
                     try:
@@ -409,6 +530,8 @@ class RayExecutor(Executor):
                     yield from actor_down(actor, exc, (n, task))
                     continue
                 except RayTaskError as exc:  # something escaped VideoProcessor: charge this video
+                    if _is_writer_error(exc):  # the shard writer failed (a full disk): stop, as the driver's writer does
+                        raise _writer_error(exc) from exc
                     tokens.append(actor)
                     yield from charge(task, exc)
                     continue
@@ -417,8 +540,15 @@ class RayExecutor(Executor):
                     yield from charge(task, exc)
                     continue
                 self.stats.get_seconds += time.perf_counter() - t0
+                published: list[dict[str, Any]] = []
+                if self.shards is not None:
+                    result, published = result
                 self.stats.results += 1
                 self.stats.payload_bytes += _payload_bytes(result)
                 crashes_since_result = 0
                 tokens.append(actor)
-                yield result
+                if result.stored:
+                    actor.held[result.task.split, result.task.key] = result
+                else:
+                    yield result
+                yield from release(actor, published)

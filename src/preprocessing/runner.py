@@ -22,10 +22,11 @@ from typing import Any
 
 from src.config import Config, SplitsConfig, config_to_dict
 from src.data.fsio import atomic_write
+from src.data.lmdb_shards import ShardedLMDBStorage, ShardTarget, is_shard_set
 from src.data.storage import DEFAULT_STORE_NAMES, Storage, open_storage
 from src.datasets.catalog import Catalog, DatasetSpec, VideoRecord, catalog_spec, read_dataset
 from src.errors import IncompleteStoreError, StorageError
-from src.preprocessing.executors import run_tasks
+from src.preprocessing.executors import make_executor
 from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask
 from src.preprocessing.splits import SPLITS, assign_keys, assign_splits, connected_groups, interleave_for_limit
 
@@ -182,12 +183,19 @@ def _open_stores(root: Path, config: Config, fingerprint: str, overwrite: bool) 
     )
     if fmt == "lmdb":
         options.update(map_size_gb=lm.map_size_gb, max_readers=lm.max_readers)
+    sharded = config.writes_shards
     stores: dict[str, Storage] = {}
     try:
         for split in SPLITS:
             path = root / split / DEFAULT_STORE_NAMES[fmt]
             if overwrite and path.exists():
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.exists() and fmt == "lmdb" and is_shard_set(path) != sharded:
+                made, now = ("shards", "driver") if is_shard_set(path) else ("driver", "shards")
+                raise StorageError(
+                    f"{path} was written with processing.ray_write: {made} (executor ray{'' if made == 'shards' else ' or the process pool'}); "
+                    f"this run would write it as {now}. Resume with the setting it was made with, or rerun with --overwrite"
+                )
             if path.exists():
                 try:
                     with open_storage(path, "r", fmt) as existing:
@@ -201,12 +209,33 @@ def _open_stores(root: Path, config: Config, fingerprint: str, overwrite: bool) 
                         "rerun with --overwrite to start over, or restore the settings it was made with"
                     )
             path.parent.mkdir(parents=True, exist_ok=True)
-            stores[split] = open_storage(path, "w", fmt, **options)
+            stores[split] = ShardedLMDBStorage(path, readonly=False, **options) if sharded else open_storage(path, "w", fmt, **options)
     except BaseException:
         for store in stores.values():
             store.close(complete=False)
         raise
     return stores
+
+
+def _shard_target(config: Config, stores: dict[str, Storage]) -> ShardTarget:
+    """Where the workers write their shards: the split stores (shard sets), with the stores' own options."""
+    lm, p = config.output.lmdb, config.processing
+    first = next(iter(stores.values()))
+    options = dict(
+        codec=config.output.codec,
+        codec_options={"jpeg_quality": config.output.jpeg_quality, "zstd_level": config.output.zstd_level},
+        create_indexes=lm.create_indexes,
+        index_fields=first.index_fields,  # a resumed set keeps the fields it was made with
+        config=first.meta.get("config"),
+        map_size_gb=min(lm.map_size_gb, max(1.0, 2 * p.shard_mb / 1024)),  # grows itself when full
+    )
+    return ShardTarget(
+        stores={split: str(store.path) for split, store in stores.items()},
+        local_dir=p.shard_dir,
+        seal_bytes=int(p.shard_mb * 1024 * 1024),
+        seal_seconds=p.shard_seconds,
+        options=options,
+    )
 
 
 def _write_split_metadata(root: Path, split: str, store: Storage, config: Config, fingerprint: str, spec: DatasetSpec) -> tuple[int, dict[str, int]]:
@@ -287,11 +316,14 @@ def run_preprocessing(
         logger.info("%s: %d videos in the catalog, %d already stored, %d to process", catalog.name, len(tasks), report.already_stored, len(todo))
         stage = Counter()
         done = 0
-        for result in run_tasks(config, todo):
+        executor = make_executor(config, shards=_shard_target(config, stores) if config.writes_shards else None)
+        for result in executor.map(todo):
             done += 1
             stage.update(result.timings)
             entry = {"video_path": result.task.relpath, "split": result.task.split, "key": result.task.key, "reason": result.error}
-            if result.status == "ok":
+            if result.status == "ok" and result.stored:  # the worker published it into a shard
+                report.stored += 1
+            elif result.status == "ok":
                 try:
                     stores[result.task.split].store_sample(result.task.key, result.sample)
                 except OSError as exc:
@@ -305,6 +337,7 @@ def run_preprocessing(
             if progress is not None:
                 progress(ProgressEvent(done, len(todo), len(report.failed), result))
         report.stage_seconds = {k: round(v, 3) for k, v in stage.items()}
+        report.workers = executor.workers_used
         complete = True
     except KeyboardInterrupt:
         report.interrupted = True

@@ -1,0 +1,576 @@
+"""Sharded LMDB stores: many writers in parallel, one store to read.
+
+A split's ``data.lmdb`` can be a *shard set* instead of one LMDB environment.
+Each worker (a Ray actor on any node) writes its samples into a shard, an
+ordinary LMDB store on its node's local disk, seals it, and publishes it
+into the set. Readers open the set with the same call as any store:
+``LMDBStorage("…/train/data.lmdb")`` returns a :class:`ShardedLMDBStorage`,
+which has the whole :class:`~src.data.storage.Storage` API (keys, samples,
+raw records for the batch loaders, queries, index counts, metadata).
+
+Layout::
+
+    data.lmdb/
+        shardset.json               the set's metadata (format, config, completion flag, totals)
+        shards/
+            <name>.lmdb/data.mdb    one sealed LMDB store (samples, indexes, __meta__)
+            <name>.json             its manifest: keys, byte size, schema, host
+
+* **Commit point**: a shard's manifest. The sealed store is moved or copied
+  into ``shards/`` first (a temporary name, fsync, rename), and only then is
+  the manifest written atomically. A shard without a manifest is an
+  interrupted publish: readers ignore it and the next writer removes it.
+* **Discovery** reads the manifests only (small JSON files listing the keys);
+  a shard's environment is opened on its first read, lock-free (sealed shards
+  never change), and at most ``max_open_shards`` stay open per process.
+* **Random reads** cost a dict lookup more than a single store's: the key's
+  shard, then the same LMDB read.
+* **Duplicates**: a video retried after its worker died may sit in two
+  shards (the same bytes); the shard with the lowest name wins and
+  :attr:`ShardedLMDBStorage.duplicate_keys` counts the others.
+* **Node-local writes**: shards are written on local disk
+  (:class:`ShardWriter`, ``processing.shard_dir``), never on a network file
+  system; a published shard is only read, so a shared file system may hold the
+  set. Work directories of writers that died are removed by the next writer
+  on the same node (each holds an ``flock`` on its own).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src.data.fsio import TMP_SUFFIX, atomic_write, fsync_dir
+from src.data.lmdb_storage import LMDBStorage
+from src.data.storage import DEFAULT_INDEX_FIELDS, _merge_schema, parse_meta
+from src.errors import CorruptSampleError, StorageError
+
+__all__ = [
+    "MANIFEST_VERSION",
+    "SHARDSET_NAME",
+    "SHARDS_DIR",
+    "ShardManifest",
+    "ShardTarget",
+    "ShardWriter",
+    "ShardedLMDBStorage",
+    "is_shard_set",
+    "publish_shard",
+    "read_manifests",
+    "remove_stale_workdirs",
+]
+
+logger = logging.getLogger(__name__)
+
+SHARDSET_NAME = "shardset.json"
+SHARDS_DIR = "shards"
+MANIFEST_VERSION = 1
+_WORKDIR_PREFIX = "dfshard-"
+_SHARD_COMMIT_EVERY = 8  # samples buffered in an open shard (bounded memory per worker)
+
+
+def is_shard_set(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a shard set (a directory holding ``shardset.json``)."""
+    return (Path(path) / SHARDSET_NAME).is_file()
+
+
+@dataclass(frozen=True)
+class ShardManifest:
+    """One published shard, as its manifest describes it.
+
+    Attributes:
+        name: The shard's name (``<name>.lmdb`` in ``shards/``); names sort by creation time.
+        keys: The sample keys it holds, sorted.
+        bytes: Size of its ``data.mdb`` (a shorter file is a damaged copy).
+        schema: Array schemas of its samples (as in a store's ``__meta__``).
+        host: The host that wrote it.
+        created: When it was sealed (ISO 8601, UTC).
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    bytes: int
+    schema: dict[str, Any] = field(default_factory=dict)
+    host: str = ""
+    created: str = ""
+
+    def to_json(self) -> bytes:
+        """The manifest file's content."""
+        body = {"manifest_version": MANIFEST_VERSION, "name": self.name, "num_samples": len(self.keys), "bytes": self.bytes,
+                "schema": self.schema, "host": self.host, "created": self.created, "keys": list(self.keys)}
+        return json.dumps(body, indent=1).encode()
+
+    @classmethod
+    def from_file(cls, path: Path) -> ShardManifest:
+        """Read a manifest file.
+
+        Raises:
+            CorruptSampleError: Not a manifest of this version, or inconsistent.
+        """
+        where = f"{path.parent.parent.name}/{SHARDS_DIR}/{path.name}"
+        try:
+            body = json.loads(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise CorruptSampleError(where, f"unreadable shard manifest: {exc}") from None
+        if not isinstance(body, dict) or body.get("manifest_version") != MANIFEST_VERSION:
+            raise CorruptSampleError(where, f"not a shard manifest of version {MANIFEST_VERSION}")
+        keys = body.get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or body.get("num_samples") != len(keys):
+            raise CorruptSampleError(where, "shard manifest keys are missing or do not match num_samples")
+        if body.get("name") != path.stem or not isinstance(body.get("bytes"), int):
+            raise CorruptSampleError(where, "shard manifest name or size is wrong")
+        return cls(path.stem, tuple(sorted(keys)), body["bytes"], dict(body.get("schema") or {}), str(body.get("host", "")), str(body.get("created", "")))
+
+
+def read_manifests(store_path: str | os.PathLike) -> list[ShardManifest]:
+    """The manifests of a shard set's published shards, by name (creation order).
+
+    Raises:
+        CorruptSampleError: A damaged manifest.
+    """
+    shards = Path(store_path) / SHARDS_DIR
+    try:
+        names = sorted(p for p in shards.iterdir() if p.suffix == ".json" and not p.name.endswith(TMP_SUFFIX))
+    except FileNotFoundError:
+        return []
+    return [ShardManifest.from_file(p) for p in names]
+
+
+def _shard_dir(store_path: Path, name: str) -> Path:
+    return store_path / SHARDS_DIR / f"{name}.lmdb"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_shard(local: Path, store_path: str | os.PathLike, name: str, keys: Iterable[str], schema: Mapping[str, Any]) -> ShardManifest:
+    """Move (same file system) or copy a sealed shard into a set, then commit its manifest.
+
+    Args:
+        local: The sealed shard's LMDB directory (its ``data.mdb`` is taken).
+        store_path: The set (``…/train/data.lmdb``); created if missing.
+        name: The shard's name in the set.
+        keys: The keys it holds.
+        schema: Its samples' array schemas.
+
+    Returns:
+        The manifest written.
+    """
+    store_path = Path(store_path)
+    shards = store_path / SHARDS_DIR
+    shards.mkdir(parents=True, exist_ok=True)
+    source = local / "data.mdb"
+    staging = shards / f"{name}.lmdb.{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+    staging.mkdir()
+    try:
+        try:
+            os.rename(source, staging / "data.mdb")  # same file system: no copy (the data is already on disk)
+        except OSError:
+            shutil.copyfile(source, staging / "data.mdb")
+        _fsync_file(staging / "data.mdb")
+        size = (staging / "data.mdb").stat().st_size
+        os.rename(staging, _shard_dir(store_path, name))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fsync_dir(shards)
+    manifest = ShardManifest(name, tuple(sorted(keys)), size, dict(schema), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    atomic_write(shards / f"{name}.json", manifest.to_json())  # the commit point
+    return manifest
+
+
+def _remove_unpublished(store_path: Path) -> int:
+    """Remove interrupted publishes (shard directories without a manifest, staging leftovers)."""
+    shards = store_path / SHARDS_DIR
+    removed = 0
+    try:
+        entries = list(shards.iterdir())
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        stale = entry.name.endswith(TMP_SUFFIX) or (entry.suffix == ".lmdb" and not (shards / f"{entry.stem}.json").exists())
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        logger.info("%s: removed %d interrupted shard publish(es)", store_path, removed)
+    return removed
+
+
+class ShardedLMDBStorage(LMDBStorage):
+    """A shard set read (or, by its run's driver, opened for its metadata) as one LMDB store.
+
+    ``LMDBStorage(path)`` returns one when ``path`` is a shard set; open it
+    directly with the same arguments. In write mode it holds the set's
+    metadata only (the shards are written by :class:`ShardWriter`); closing it
+    records the totals and the completion flag.
+
+    Args:
+        path: The set (``…/train/data.lmdb``).
+        readonly: Read (default), or hold the set's metadata for a run that publishes into it.
+        max_open_shards: Shard environments kept open per process (least recently used closed first).
+        readahead: Kernel read-ahead on the shards' memory maps (see :class:`LMDBStorage`).
+        **options: See :class:`~src.data.storage.Storage`; the LMDB sizing options are accepted and unused.
+
+    Raises:
+        StorageError: ``path`` holds an ordinary LMDB store.
+        CorruptSampleError: A damaged manifest or shard.
+    """
+
+    _process_local = ("_open", "_guard", "_active")
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        readonly: bool = True,
+        map_size_gb: float = 10,
+        max_readers: int = 1024,
+        create_indexes: bool = True,
+        index_fields: Iterable[str] = DEFAULT_INDEX_FIELDS,
+        *,
+        lock: bool = True,
+        readahead: bool = True,
+        max_open_shards: int = 256,
+        **options: Any,
+    ) -> None:
+        super(LMDBStorage, self).__init__(path, readonly, create_indexes=create_indexes, index_fields=index_fields, **options)
+        if (self.path / "data.mdb").exists():
+            raise StorageError(f"{self.path}: holds an ordinary LMDB store, not a shard set")
+        self.map_size_gb, self.max_readers, self.lock, self.readahead = map_size_gb, max_readers, lock, readahead
+        self.max_open_shards = max(1, int(max_open_shards))
+        self._shared = None
+        self._open: OrderedDict[int, LMDBStorage] | None = None
+        self._guard: threading.Lock | None = None
+        self._active: Counter[int] | None = None
+        self._pid = -1
+        if not readonly:
+            self.path.mkdir(parents=True, exist_ok=True)
+            _remove_unpublished(self.path)
+        self._scan()
+        self._init_meta()
+
+    # ------------------------------------------------------------------ the set
+
+    def _scan(self) -> None:
+        self._manifests = read_manifests(self.path)
+        where: dict[str, int] = {}
+        duplicates = 0
+        for i, manifest in enumerate(self._manifests):
+            for key in manifest.keys:
+                if key in where:
+                    duplicates += 1
+                else:
+                    where[key] = i
+        self._where = where
+        self._sorted: list[str] | None = None
+        #: Keys held by more than one shard (a retried video); the first shard's copy is read.
+        self.duplicate_keys = duplicates
+
+    def refresh(self) -> None:
+        """Re-read the manifests (see shards a running job published since this store was opened)."""
+        self._check_open()
+        self._scan()
+
+    @property
+    def shards(self) -> list[ShardManifest]:
+        """The published shards' manifests, by name."""
+        return list(self._manifests)
+
+    def _local(self) -> tuple[OrderedDict[int, LMDBStorage], threading.Lock, Counter[int]]:
+        if self._pid != os.getpid() or self._open is None:  # a fork or an unpickled copy: fresh bookkeeping
+            self._open = self._open if self._open is not None else OrderedDict()
+            self._guard, self._active, self._pid = threading.Lock(), Counter(), os.getpid()
+        return self._open, self._guard, self._active  # type: ignore[return-value]
+
+    def _acquire(self, index: int) -> LMDBStorage:
+        opened, guard, active = self._local()
+        with guard:
+            store = opened.get(index)
+            if store is None:
+                manifest = self._manifests[index]
+                shard = _shard_dir(self.path, manifest.name)
+                try:
+                    size = (shard / "data.mdb").stat().st_size
+                except OSError as exc:
+                    raise CorruptSampleError(f"{SHARDS_DIR}/{manifest.name}", f"shard is missing ({exc.strerror})") from None
+                if size != manifest.bytes:
+                    raise CorruptSampleError(f"{SHARDS_DIR}/{manifest.name}", f"shard holds {size} bytes; its manifest says {manifest.bytes} (a damaged copy)")
+                store = LMDBStorage(shard, readonly=True, lock=False, readahead=self.readahead, verify=self.verify)
+                opened[index] = store
+                for old in [i for i in opened if active[i] == 0 and i != index][: max(0, len(opened) - self.max_open_shards)]:
+                    opened.pop(old).close()
+            opened.move_to_end(index)
+            active[index] += 1
+            return store
+
+    def _release(self, index: int) -> None:
+        _, guard, active = self._local()
+        with guard:
+            active[index] -= 1
+
+    # ------------------------------------------------------------------ primitives
+
+    def _connect(self) -> Any:
+        raise StorageError(f"{self.path}: a shard set has no single LMDB environment; read it through the Storage API")
+
+    def _keys(self) -> list[str]:
+        if self._sorted is None:
+            self._sorted = sorted(self._where)
+        return list(self._sorted)
+
+    @contextlib.contextmanager
+    def raw_records(self, keys: Sequence[str]) -> Iterator[list[memoryview | None]]:
+        """The records of ``keys`` as buffers into the shards' memory maps (valid inside the block)."""
+        self._check_open()
+        out: list[memoryview | None] = [None] * len(keys)
+        groups: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            shard = self._where.get(key)
+            if shard is not None:
+                groups.setdefault(shard, []).append(i)
+        with contextlib.ExitStack() as stack:
+            for shard, positions in groups.items():
+                store = self._acquire(shard)
+                stack.callback(self._release, shard)
+                bufs = stack.enter_context(store.raw_records([keys[i] for i in positions]))
+                for i, buf in zip(positions, bufs):
+                    out[i] = buf
+            yield out
+
+    def reader_check(self) -> int:
+        """Sealed shards are read lock-free: there is no reader table to clear."""
+        self._check_open()
+        return 0
+
+    def _count(self) -> int:
+        return len(self._where)
+
+    def _contains(self, key: str) -> bool:
+        return key in self._where
+
+    def _read_meta(self) -> dict[str, Any] | None:
+        try:
+            raw = (self.path / SHARDSET_NAME).read_bytes()
+        except FileNotFoundError:
+            return None
+        return parse_meta(raw)
+
+    def _write_meta(self, meta: dict[str, Any]) -> None:
+        schema = dict(meta.get("schema") or {})
+        for manifest in self._manifests:
+            for name, part in manifest.schema.items():
+                schema[name] = _merge_schema(schema.get(name), part)
+        body = dict(meta, schema=schema, num_samples=len(self._where), num_shards=len(self._manifests), sharded=True)
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.path / SHARDSET_NAME, json.dumps(body, sort_keys=True).encode())
+
+    def _write(self, items: list[tuple[str, dict[str, Any]]], meta: dict[str, Any]) -> None:
+        if items:
+            raise StorageError(f"{self.path}: samples of a shard set are written into shards (ShardWriter), not into the set")
+        self._write_meta(meta)
+
+    def close(self, complete: bool = True) -> None:
+        """Record the totals of every published shard (write mode) and release the shards."""
+        if not self._closed and not self.readonly:
+            self._scan()
+        super().close(complete)
+
+    def _query_field(self, field: str, value: str) -> list[str]:
+        out: list[str] = []
+        for index in range(len(self._manifests)):
+            store = self._acquire(index)
+            try:
+                out.extend(k for k in store._query_field(field, value) if self._where.get(k) == index)
+            finally:
+                self._release(index)
+        return out
+
+    def _index_counts(self, field: str) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for index in range(len(self._manifests)):
+            store = self._acquire(index)
+            try:
+                if self.duplicate_keys:
+                    for value in store._index_counts(field):
+                        counts[value] += sum(1 for k in store._query_field(field, value) if self._where.get(k) == index)
+                else:
+                    counts.update(store._index_counts(field))
+            finally:
+                self._release(index)
+        return {k: v for k, v in counts.items() if v}
+
+    def _close(self) -> None:
+        if self._open is not None and self._pid == os.getpid():
+            for store in self._open.values():
+                store.close()
+        self._open = None
+
+
+# ---------------------------------------------------------------------------- the writer side
+
+
+@dataclass(frozen=True)
+class ShardTarget:
+    """Where and how a worker writes shards (sent to every Ray actor).
+
+    Attributes:
+        stores: Split name -> the split's shard set (``…/train/data.lmdb``).
+        local_dir: Node-local scratch for open shards (``None``: the system temp dir).
+        seal_bytes: Seal a shard once its samples' arrays reach this size.
+        seal_seconds: ... or once it has been open this long.
+        options: Store options of every shard (codec, codec options, index fields, config).
+    """
+
+    stores: Mapping[str, str]
+    local_dir: str | None = None
+    seal_bytes: int = 2 << 30
+    seal_seconds: float = 300.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _try_lock(path: Path) -> Any | None:
+    fh = open(path, "a+b")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
+
+
+def remove_stale_workdirs(root: str | os.PathLike) -> int:
+    """Remove the work directories of shard writers that died on this node (their lock is free).
+
+    Returns:
+        How many were removed.
+    """
+    removed = 0
+    try:
+        entries = [p for p in Path(root).iterdir() if p.name.startswith(_WORKDIR_PREFIX) and p.is_dir()]
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        lock = _try_lock(entry / "lock") if (entry / "lock").exists() else None
+        if lock is None and (entry / "lock").exists():
+            continue  # a live writer
+        try:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+        finally:
+            if lock is not None:
+                lock.close()
+    if removed:
+        logger.info("%s: removed %d work directories of shard writers that died", root, removed)
+    return removed
+
+
+@dataclass
+class _OpenShard:
+    name: str
+    local: Path
+    store: LMDBStorage
+    keys: list[str] = field(default_factory=list)
+    bytes: int = 0
+
+
+class ShardWriter:
+    """One worker's open shards (one per split) on node-local disk; seals and publishes them.
+
+    Args:
+        target: Where the sets are and the sealing thresholds.
+
+    Raises:
+        StorageError: A set is not writable from this node.
+    """
+
+    def __init__(self, target: ShardTarget) -> None:
+        self.target = target
+        root = Path(target.local_dir or tempfile.gettempdir())
+        root.mkdir(parents=True, exist_ok=True)
+        remove_stale_workdirs(root)
+        self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX, dir=root))
+        self._lock = _try_lock(self.workdir / "lock")
+        for split, store in target.stores.items():
+            shards = Path(store) / SHARDS_DIR
+            try:
+                shards.mkdir(parents=True, exist_ok=True)
+                probe = shards / f".probe-{uuid.uuid4().hex[:8]}{TMP_SUFFIX}"
+                probe.write_bytes(b"ok")
+                probe.unlink()
+            except OSError as exc:
+                raise StorageError(
+                    f"the {split} shard set {store} is not writable from {socket.gethostname()} ({exc.strerror or exc}); "
+                    "with processing.ray_write: shards every node must reach the output directory (a shared file system), "
+                    "or use processing.ray_write: driver"
+                ) from None
+        self._open: dict[str, _OpenShard] = {}
+        self._opened_at: float | None = None
+
+    def add(self, split: str, key: str, sample: Mapping[str, Any]) -> None:
+        """Write one sample into the split's open shard (committed before this returns)."""
+        shard = self._open.get(split)
+        if shard is None:
+            name = f"{time.time_ns():x}-{uuid.uuid4().hex[:12]}"
+            local = self.workdir / f"{split}-{name}.lmdb"
+            options = {**dict(self.target.options), "commit_every": _SHARD_COMMIT_EVERY}  # durability comes at the seal
+            store = LMDBStorage(local, readonly=False, **options)
+            shard = self._open[split] = _OpenShard(name, local, store)
+            self._opened_at = self._opened_at or time.monotonic()
+        shard.store.store_sample(key, sample)
+        shard.keys.append(key)
+        shard.bytes += sum(int(getattr(sample.get(n), "nbytes", 0)) for n in ("data", "audio"))
+
+    @property
+    def due(self) -> bool:
+        """Whether the open shards should be sealed now (size or age)."""
+        if not self._open:
+            return False
+        too_old = self._opened_at is not None and time.monotonic() - self._opened_at >= self.target.seal_seconds
+        return too_old or any(s.bytes >= self.target.seal_bytes for s in self._open.values())
+
+    def seal(self) -> list[dict[str, Any]]:
+        """Close and publish every open shard.
+
+        Returns:
+            ``{"split", "name", "keys"}`` per published shard.
+        """
+        published = []
+        for split, shard in list(self._open.items()):
+            shard.store.flush()
+            schema = shard.store.meta.get("schema") or {}
+            shard.store.close(complete=True)
+            publish_shard(shard.local, self.target.stores[split], shard.name, shard.keys, schema)
+            shutil.rmtree(shard.local, ignore_errors=True)
+            del self._open[split]
+            published.append({"split": split, "name": shard.name, "keys": list(shard.keys)})
+        self._opened_at = None
+        return published
+
+    def close(self) -> None:
+        """Drop unpublished shards and the work directory (their videos were never reported stored)."""
+        for shard in self._open.values():
+            with contextlib.suppress(Exception):
+                shard.store.close(complete=False)
+        self._open.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
