@@ -12,6 +12,7 @@ import torch
 import torchvision.transforms as transforms
 from torch.utils.data import DistributedSampler
 
+from src.data.lmdb_storage import LMDBStorage
 from src.data.loaders import create_data_loader, create_train_val_loaders
 from src.data.samplers import BalancedSampler, EpochSampler
 from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD, FrameTransform, LMDBDataTransform, RecyclingAllocator, normalize_clips
@@ -431,3 +432,25 @@ def test_other_formats(tmp_path, fmt):
         expected = (clip - np.reshape(IMAGENET_MEAN, (3, 1, 1, 1))) / np.reshape(IMAGENET_STD, (3, 1, 1, 1))
         np.testing.assert_allclose(batch["data"][0].numpy(), expected, rtol=0, atol=1e-5)
         np.testing.assert_array_equal(batch["audio"][0, 0, : audio_for(1).size].numpy(), audio_for(1))
+
+
+def _reader_slots(store: LMDBStorage, pid: int) -> int:
+    """Reader-table slots held under ``pid`` (LMDB's ``readers()`` listing)."""
+    rows = store._connect().env.readers().splitlines()[1:]
+    return sum(1 for row in rows if row.split() and row.split()[0] == str(pid))
+
+
+def test_forked_workers_leave_no_reader_slots_under_the_parents_pid(store):
+    # A store held open in the main process is inherited by forked workers. Reading through the
+    # inherited handle registers reader slots under the *parent's* pid, which no reader_check can
+    # reclaim while the parent lives: a long job hit ReadersFullError after ~1,000 reads that way.
+    held = LMDBStorage(store.path)
+    held.retrieve_sample(store.keys[0])
+    before = _reader_slots(held, os.getpid())
+    for _ in range(3):
+        loader = create_data_loader(store.path, CustomTransform(), batch_size=10, num_workers=2, shuffle=False, multiprocessing_context="fork")
+        assert keys_of(all_batches(loader)) == store.keys
+    held.reader_check()
+    assert _reader_slots(held, os.getpid()) == before
+    np.testing.assert_array_equal(held.retrieve_sample(store.keys[1])["data"], clip_for(2, store.shape))  # the parent's handle still reads
+    held.close()

@@ -67,13 +67,13 @@ class _SharedEnv:
     refs: int = 0
     dbs: dict[bytes, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    borrowed: bool = False  # an environment inherited through fork, read in the child, never closed there
 
 
 _ENVS: dict[str, _SharedEnv] = {}
 _ENVS_LOCK = threading.Lock()
-# Environments inherited through fork: kept referenced and never closed in the child,
-# because closing (or garbage-collecting) the parent's handle there is unsafe.
+# Environments inherited through fork: kept referenced in the child until it opens the same
+# store, which closes the inherited copy first (see open_environment); never garbage-collected
+# at random there.
 _INHERITED: list[_SharedEnv] = []
 
 
@@ -127,15 +127,23 @@ def open_environment(
                 raise StorageError(f"{p}: no such LMDB store (missing data.mdb)")
             try:
                 env = _open_lmdb(p, readonly, int(map_size_gb * _GB), max_readers, lock, readahead)
-                shared = _SharedEnv(env=env, pid=pid, readonly=readonly)
             except lmdb.Error as exc:
-                # py-lmdb refuses to open an environment again in a forked child while the
-                # inherited handle exists, and closing that handle in the child would reset
-                # the parent's reader slots; so a reader adopts the inherited handle instead.
-                inherited = _inherited_env(real) if readonly else None
+                # A forked child: py-lmdb refuses a second open while the parent's handle,
+                # inherited, is open here. Reading through that handle would register reader
+                # slots under the parent's pid, which no reader_check reclaims while the parent
+                # lives (a leak that ends in ReadersFullError). So this process closes its copy
+                # and opens its own: LMDB's close clears only the slots of getpid(), fcntl locks
+                # are not inherited and the unmap is this process's, so the parent is untouched.
+                inherited = _inherited_env(real)
                 if inherited is None:
                     raise StorageError(f"{p}: cannot open LMDB environment: {exc}") from exc
-                shared = _SharedEnv(env=inherited.env, pid=pid, readonly=True, dbs=dict(inherited.dbs), borrowed=True)
+                _INHERITED.remove(inherited)
+                inherited.env.close()
+                try:
+                    env = _open_lmdb(p, readonly, int(map_size_gb * _GB), max_readers, lock, readahead)
+                except lmdb.Error as again:
+                    raise StorageError(f"{p}: cannot open LMDB environment: {again}") from again
+            shared = _SharedEnv(env=env, pid=pid, readonly=readonly)
             _ENVS[real] = shared
         shared.refs += 1
         return shared
@@ -151,8 +159,7 @@ def release_environment(shared: _SharedEnv) -> None:
             for real, other in list(_ENVS.items()):
                 if other is shared:
                     del _ENVS[real]
-            if not shared.borrowed:
-                shared.env.close()
+            shared.env.close()
 
 
 def _inherited_env(real: str) -> _SharedEnv | None:
