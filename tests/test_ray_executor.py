@@ -314,3 +314,56 @@ def test_a_video_that_keeps_crashing_its_actor_is_reported_failed(ray_tmpdir, tm
     assert s.actors == 1 and s.results == 2 and s.actor_failures in (2, 3) and s.retries == s.actor_failures
     ok = [results["a.mp4"], results["b.mp4"]]
     assert s.payload_bytes == sum(r.sample["data"].nbytes + r.sample["audio"].nbytes for r in ok)
+
+
+# ----------------------------------------------------------------------------- GPU actors
+
+
+def test_actor_resources_ask_for_a_gpu_share_when_the_detector_wants_one():
+    from src.preprocessing.ray_executor import actor_resources
+    from src.preprocessing.registries import DETECTORS
+
+    mtcnn = config_from_dict({"faces": {"detector": "mtcnn"}, "processing": {"executor": "ray"}})
+    assert actor_resources(mtcnn, cluster_gpus=0) == {"num_cpus": 1, "num_gpus": 0.0}  # CPU actors where there is no GPU
+    assert actor_resources(mtcnn, cluster_gpus=2) == {"num_cpus": 1, "num_gpus": 0.25}  # GPU actors where there are
+    hog = config_from_dict({"faces": {"detector": "dlib_hog"}, "processing": {"executor": "ray"}})
+    assert actor_resources(hog, cluster_gpus=2)["num_gpus"] == 0.0  # a CPU detector never holds a GPU
+
+    class NeedsGpu(DETECTORS.get("haar")):
+        num_gpus = 1
+
+    DETECTORS.register("needs_gpu_test")(NeedsGpu)
+    try:
+        cfg = config_from_dict({"faces": {"detector": "needs_gpu_test"}, "processing": {"executor": "ray"}})
+        assert actor_resources(cfg, cluster_gpus=0)["num_gpus"] == 1.0  # asked for anyway: the run says none fits
+    finally:
+        DETECTORS.unregister("needs_gpu_test")
+
+
+@pytest.mark.slow
+def test_gpu_detector_actors_are_placed_on_the_gpu_node(ray_tmpdir, tmp_path):
+    # Ray schedules on declared resources: a node declaring one GPU is a GPU node to it. MTCNN's actors ask for a
+    # quarter GPU each, so they all land there (as many as its CPUs allow), get a GPU id from Ray, and run (on
+    # this machine's CPU, since torch finds no CUDA device behind the id).
+    from ray.cluster_utils import Cluster
+
+    from src.preprocessing.pipeline import VideoTask
+    from src.preprocessing.ray_executor import RayExecutor
+    from tests.media import make_face_video
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    gpu_node = c.add_node(num_cpus=2, num_gpus=1)
+    c.wait_for_nodes()
+    try:
+        video = tmp_path / "v.mp4"
+        make_face_video(video, num_frames=10, size=(112, 112), face_center=(56, 56), face_size=60)
+        tasks = [VideoTask(f"sample_{i + 1:06d}", "train", f"v{i}.mp4", str(video), 1, 1, 0, {}) for i in range(4)]
+        cfg = config_from_dict({**SMALL, "faces": {"detector": "mtcnn", "image_size": 64}, "processing": {"executor": "ray", "ray_address": c.address}})
+        executor = RayExecutor(cfg, workers=1)
+        results = list(executor.map(tasks))
+        assert sorted(r.task.key for r in results) == [t.key for t in tasks] and all(r.status == "ok" for r in results)
+        s = executor.stats
+        assert s.actors == 2  # 3 CPUs in the cluster, but only the GPU node's 2 can hold an MTCNN actor
+        assert s.gpu_actors == {0, 1} and set(s.nodes.values()) == {gpu_node.node_id}
+    finally:
+        c.shutdown()

@@ -44,6 +44,8 @@ class MTCNNDetector(FaceDetector):
 
     name = "mtcnn"
     batched = True
+    #: On a Ray cluster with GPUs, each actor asks for this share of one (four actors per GPU); none without.
+    gpu_share = 0.25
 
     def __init__(self, max_side: int = 320, min_face_size: int = 20, thresholds: Sequence[float] = (0.6, 0.7, 0.8), device: str | None = None) -> None:
         super().__init__(max_side)

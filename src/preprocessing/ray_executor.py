@@ -1,28 +1,41 @@
-"""The ``ray`` executor: video processing on Ray actors, results streamed to the one writer.
+"""The ``ray`` executor: video processing on Ray actors, which also write the samples.
 
 ``processing.executor: ray`` (or ``preprocess.py --executor ray``) runs the
 same :class:`~src.preprocessing.pipeline.VideoProcessor` as the process pool,
-one per Ray actor, and yields each :class:`~src.preprocessing.pipeline.TaskResult`
-back to :func:`~src.preprocessing.runner.run_preprocessing`, which writes it in
-the driver exactly as it writes the pool's. So the stores hold the same bytes
-whichever executor made them, and a killed driver resumes as any run does (the
-runner skips the keys already committed).
+one per Ray actor. Who writes the stores is ``processing.ray_write``:
+
+* ``shards`` (``auto`` with ``output.format: lmdb``): each actor writes its
+  samples into LMDB shards on its node's local disk and publishes each sealed
+  shard into the split's ``data.lmdb``, a shard set that reads as one store
+  (:mod:`src.data.lmdb_shards`). The driver receives a small result per video
+  and holds it until the shard holding the sample is published, then yields it
+  (``stored``) to :func:`~src.preprocessing.runner.run_preprocessing`. No
+  process sees every clip: the stores are written by all the nodes at once.
+* ``driver``: each finished sample streams back to the driver, whose one
+  writer commits it exactly as it does the pool's (any output format).
+
+Either way the records hold the same bytes as the pool's (the same encoder
+runs), and a killed driver resumes as any run does: the runner skips the keys
+already committed (published, with shards).
 
 * **Where**: without ``processing.ray_address`` a local Ray instance is started
   with ``num_cpus = workers`` and stopped at the end; with ``auto`` or
   ``HOST:PORT`` the driver joins that cluster and only disconnects.
 * **Actors**: one per worker (``workers: null`` on a cluster: one per cluster
-  CPU), each asking for one CPU plus the GPUs its detector class declares in a
-  ``num_gpus`` attribute (a GPU detector gets GPU actors; see
-  :func:`actor_resources`). The detector is built once per actor.
+  CPU), each asking for one CPU plus a GPU share when its detector wants one
+  (:func:`actor_resources`: a detector class that *needs* a GPU declares
+  ``num_gpus``; one that *can use* one, as MTCNN, declares ``gpu_share`` and
+  gets GPU actors when the cluster has GPUs). The detector is built once per actor.
 * **Memory bound**: at most ``processing.max_in_flight`` videos are queued on
   each actor; results are fetched as they finish.
 * **Faults**: an actor whose process or node dies is restarted by Ray
   (``max_restarts=-1``) and its queued videos go to the other actors. Only the
   video it was running is charged a retry; after ``processing.max_retries``
-  retries that video is reported as a failed result, and the run goes on.
-  Actors that cannot build their detector stop the run with the reason, as
-  do actors that keep dying before any video finishes.
+  retries that video is reported as a failed result, and the run goes on. With
+  shards, the videos it had finished but not yet published are redone, not
+  charged. Actors that cannot build their detector stop the run with the
+  reason, as do actors that keep dying before any video finishes, and a shard
+  that cannot be written or published (a full disk).
 * **Offline-safe start**: no dashboard (its agent probes cloud metadata
   endpoints), ``RAY_USAGE_STATS_ENABLED=0``, and a local instance keeps its
   sockets, logs and object spill files in a short temporary directory of its
@@ -101,15 +114,23 @@ def ray_temp_dir() -> str:
     return tempfile.mkdtemp(prefix="dfray-", dir=parent)
 
 
-def actor_resources(config: Config) -> dict[str, float]:
-    """Ray resources of one actor: one CPU, plus the GPUs its detector asks for.
+def actor_resources(config: Config, cluster_gpus: float = 0.0) -> dict[str, float]:
+    """Ray resources of one actor: one CPU, plus the GPU share its detector wants.
 
-    The hook for GPU detectors: a detector class registered in ``DETECTORS``
-    with a class attribute ``num_gpus = 1`` (or a fraction, to share a GPU)
-    gets actors that request that many GPUs, so Ray places them on GPU nodes.
+    The hook for GPU detectors, as class attributes of a class registered in
+    ``DETECTORS``: ``num_gpus`` (a GPU it cannot run without, or a fraction to
+    share one) is always asked for; ``gpu_share`` (a detector that runs on the
+    CPU too, as MTCNN) is asked for only when the cluster has GPUs. Ray then
+    places those actors on GPU nodes and sets their ``CUDA_VISIBLE_DEVICES``.
+
+    Args:
+        config: The preprocessing config (``faces.detector``).
+        cluster_gpus: GPUs in the cluster.
     """
     detector = DETECTORS.get(config.faces.detector)
     gpus = float(getattr(detector, "num_gpus", 0) or 0)
+    if not gpus and cluster_gpus > 0:
+        gpus = float(getattr(detector, "gpu_share", 0) or 0)
     return {"num_cpus": 1, "num_gpus": gpus}
 
 
@@ -138,13 +159,12 @@ class VideoActor:
 
             self.writer = ShardWriter(shards)
 
-    def ready(self) -> tuple[str, str]:
-        """``(host, Ray node id)`` of this actor, once its detector is loaded."""
-        import socket
-
+    def ready(self) -> tuple[str, str, list[str]]:
+        """``(host, Ray node id, GPU ids Ray gave it)`` of this actor, once its detector is loaded."""
         import ray
 
-        return socket.gethostname(), ray.get_runtime_context().get_node_id()
+        context = ray.get_runtime_context()
+        return _host(), context.get_node_id(), [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
 
     def process(self, task: VideoTask) -> TaskResult | tuple[TaskResult, list[dict[str, Any]]]:
         """Process one video (never raises for a bad video).
@@ -201,6 +221,8 @@ class RayStats:
         get_seconds: Driver time spent receiving results (``ray.get``).
         actor_failures: Actor deaths seen (process or node lost).
         retries: Videos charged a retry.
+        nodes: Actor index -> the Ray node id it last started on.
+        gpu_actors: Actors that were given a GPU.
         shards: Shards published (``ray_write: shards``).
         unpublished_requeued: Finished videos redone because their actor died before publishing their shard.
     """
@@ -209,6 +231,8 @@ class RayStats:
     first_ready_seconds: float = 0.0
     actors: int = 0
     hosts: set[str] = field(default_factory=set)
+    nodes: dict[int, str] = field(default_factory=dict)
+    gpu_actors: set[int] = field(default_factory=set)
     results: int = 0
     payload_bytes: int = 0
     get_seconds: float = 0.0
@@ -342,16 +366,23 @@ class RayExecutor(Executor):
         return None, True, True
 
     def _create_actors(self, ray: Any) -> list[_Actor]:
-        resources = actor_resources(self.config)
-        count = self.workers
         cluster = ray.cluster_resources()
+        resources = actor_resources(self.config, float(cluster.get("GPU", 0)))
+        count = self.workers
         if self.address is not None and self.config.processing.workers is None:
             count = max(1, int(cluster.get("CPU", 1)))
-        if resources["num_gpus"] > 0:
-            gpus = float(cluster.get("GPU", 0))
-            if gpus < resources["num_gpus"]:
-                raise DeepfakeDataError(f"faces.detector {self.config.faces.detector!r} needs {resources['num_gpus']:g} GPU per actor; the Ray cluster has {gpus:g}")
-            count = min(count, int(gpus // resources["num_gpus"]))
+        if resources["num_gpus"] > 0:  # as many actors as fit where a CPU and the GPU share are on one node
+            share = resources["num_gpus"]
+            fit = sum(
+                min(int(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0) / share + 1e-9))
+                for n in ray.nodes() if n.get("Alive")
+            )
+            if fit < 1:
+                raise DeepfakeDataError(
+                    f"faces.detector {self.config.faces.detector!r} needs {share:g} GPU per actor; no node of the Ray cluster "
+                    f"has a CPU and that much GPU (cluster: {cluster.get('GPU', 0):g} GPU)"
+                )
+            count = min(count, fit)
         if count > cluster.get("CPU", 0):
             logger.warning("%d Ray actors asked for, but the cluster has %g CPUs: the others wait for nodes", count, cluster.get("CPU", 0))
         remote = ray.remote(VideoActor).options(**resources, max_restarts=-1, max_task_retries=0)
@@ -512,8 +543,11 @@ class RayExecutor(Executor):
                         if not self.stats.first_ready_seconds:
                             self.stats.first_ready_seconds = time.perf_counter() - started
                         restarted = bool(actor.host)
-                        (actor.host, node), actor.ready, actor.backoff = host, True, 0.5
+                        (actor.host, node, gpu_ids), actor.ready, actor.backoff = host, True, 0.5
                         self.stats.hosts.add(actor.host)
+                        self.stats.nodes[actor.index] = node
+                        if gpu_ids:
+                            self.stats.gpu_actors.add(actor.index)
                         tokens.extend([actor] * cap)
                         log = logger.info if restarted else logger.debug
                         log("Ray actor %d %s on %s (node %s)", actor.index, "is back" if restarted else "ready", actor.host, node)
