@@ -257,9 +257,9 @@ class ShardedLMDBStorage(LMDBStorage):
         self.map_size_gb, self.max_readers, self.lock, self.readahead = map_size_gb, max_readers, lock, readahead
         self.max_open_shards = max(1, int(max_open_shards))
         self._shared = None
-        self._open: OrderedDict[int, LMDBStorage] | None = None
+        self._open: OrderedDict[str, LMDBStorage] | None = None  # by shard name: positions shift when refresh() finds new shards
         self._guard: threading.Lock | None = None
-        self._active: Counter[int] | None = None
+        self._active: Counter[str] | None = None
         self._pid = -1
         if not readonly:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -270,16 +270,16 @@ class ShardedLMDBStorage(LMDBStorage):
     # ------------------------------------------------------------------ the set
 
     def _scan(self) -> None:
-        self._manifests = read_manifests(self.path)
+        manifests = read_manifests(self.path)
         where: dict[str, int] = {}
         duplicates = 0
-        for i, manifest in enumerate(self._manifests):
+        for i, manifest in enumerate(manifests):
             for key in manifest.keys:
                 if key in where:
                     duplicates += 1
                 else:
                     where[key] = i
-        self._where = where
+        self._manifests, self._where = manifests, where
         self._sorted: list[str] | None = None
         #: Keys held by more than one shard (a retried video); the first shard's copy is read.
         self.duplicate_keys = duplicates
@@ -294,19 +294,19 @@ class ShardedLMDBStorage(LMDBStorage):
         """The published shards' manifests, by name."""
         return list(self._manifests)
 
-    def _local(self) -> tuple[OrderedDict[int, LMDBStorage], threading.Lock, Counter[int]]:
+    def _local(self) -> tuple[OrderedDict[str, LMDBStorage], threading.Lock, Counter[str]]:
         if self._pid != os.getpid() or self._open is None:  # a fork or an unpickled copy: fresh bookkeeping
             self._open = self._open if self._open is not None else OrderedDict()
             self._guard, self._active, self._pid = threading.Lock(), Counter(), os.getpid()
         return self._open, self._guard, self._active  # type: ignore[return-value]
 
-    def _acquire(self, index: int) -> LMDBStorage:
+    def _acquire(self, manifest: ShardManifest) -> LMDBStorage:
         opened, guard, active = self._local()
+        name = manifest.name
         with guard:
-            store = opened.get(index)
+            store = opened.get(name)
             if store is None:
-                manifest = self._manifests[index]
-                shard = _shard_dir(self.path, manifest.name)
+                shard = _shard_dir(self.path, name)
                 try:
                     size = (shard / "data.mdb").stat().st_size
                 except OSError as exc:
@@ -314,17 +314,17 @@ class ShardedLMDBStorage(LMDBStorage):
                 if size != manifest.bytes:
                     raise CorruptSampleError(f"{SHARDS_DIR}/{manifest.name}", f"shard holds {size} bytes; its manifest says {manifest.bytes} (a damaged copy)")
                 store = LMDBStorage(shard, readonly=True, lock=False, readahead=self.readahead, verify=self.verify)
-                opened[index] = store
-                for old in [i for i in opened if active[i] == 0 and i != index][: max(0, len(opened) - self.max_open_shards)]:
+                opened[name] = store
+                for old in [n for n in opened if active[n] == 0 and n != name][: max(0, len(opened) - self.max_open_shards)]:
                     opened.pop(old).close()
-            opened.move_to_end(index)
-            active[index] += 1
+            opened.move_to_end(name)
+            active[name] += 1
             return store
 
-    def _release(self, index: int) -> None:
+    def _release(self, manifest: ShardManifest) -> None:
         _, guard, active = self._local()
         with guard:
-            active[index] -= 1
+            active[manifest.name] -= 1
 
     # ------------------------------------------------------------------ primitives
 
@@ -340,16 +340,17 @@ class ShardedLMDBStorage(LMDBStorage):
     def raw_records(self, keys: Sequence[str]) -> Iterator[list[memoryview | None]]:
         """The records of ``keys`` as buffers into the shards' memory maps (valid inside the block)."""
         self._check_open()
+        manifests, where = self._manifests, self._where  # one view of the set, even if refresh() runs meanwhile
         out: list[memoryview | None] = [None] * len(keys)
         groups: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
-            shard = self._where.get(key)
+            shard = where.get(key)
             if shard is not None:
                 groups.setdefault(shard, []).append(i)
         with contextlib.ExitStack() as stack:
             for shard, positions in groups.items():
-                store = self._acquire(shard)
-                stack.callback(self._release, shard)
+                store = self._acquire(manifests[shard])
+                stack.callback(self._release, manifests[shard])
                 bufs = stack.enter_context(store.raw_records([keys[i] for i in positions]))
                 for i, buf in zip(positions, bufs):
                     out[i] = buf
@@ -394,27 +395,29 @@ class ShardedLMDBStorage(LMDBStorage):
         super().close(complete)
 
     def _query_field(self, field: str, value: str) -> list[str]:
+        manifests, where = self._manifests, self._where
         out: list[str] = []
-        for index in range(len(self._manifests)):
-            store = self._acquire(index)
+        for index, manifest in enumerate(manifests):
+            store = self._acquire(manifest)
             try:
-                out.extend(k for k in store._query_field(field, value) if self._where.get(k) == index)
+                out.extend(k for k in store._query_field(field, value) if where.get(k) == index)
             finally:
-                self._release(index)
+                self._release(manifest)
         return out
 
     def _index_counts(self, field: str) -> dict[str, int]:
+        manifests, where, duplicates = self._manifests, self._where, self.duplicate_keys
         counts: Counter[str] = Counter()
-        for index in range(len(self._manifests)):
-            store = self._acquire(index)
+        for index, manifest in enumerate(manifests):
+            store = self._acquire(manifest)
             try:
-                if self.duplicate_keys:
+                if duplicates:
                     for value in store._index_counts(field):
-                        counts[value] += sum(1 for k in store._query_field(field, value) if self._where.get(k) == index)
+                        counts[value] += sum(1 for k in store._query_field(field, value) if where.get(k) == index)
                 else:
                     counts.update(store._index_counts(field))
             finally:
-                self._release(index)
+                self._release(manifest)
         return {k: v for k, v in counts.items() if v}
 
     def _close(self) -> None:
@@ -503,11 +506,6 @@ class ShardWriter:
 
     def __init__(self, target: ShardTarget) -> None:
         self.target = target
-        root = Path(target.local_dir or tempfile.gettempdir())
-        root.mkdir(parents=True, exist_ok=True)
-        remove_stale_workdirs(root)
-        self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX, dir=root))
-        self._lock = _try_lock(self.workdir / "lock")
         for split, store in target.stores.items():
             shards = Path(store) / SHARDS_DIR
             try:
@@ -521,6 +519,12 @@ class ShardWriter:
                     "with processing.ray_write: shards every node must reach the output directory (a shared file system), "
                     "or use processing.ray_write: driver"
                 ) from None
+        # The work directory only once the sets are known to be writable: a refused writer leaves nothing behind.
+        root = Path(target.local_dir or tempfile.gettempdir())
+        root.mkdir(parents=True, exist_ok=True)
+        remove_stale_workdirs(root)
+        self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX, dir=root))
+        self._lock = _try_lock(self.workdir / "lock")
         self._open: dict[str, _OpenShard] = {}
         self._opened_at: float | None = None
 
