@@ -75,6 +75,13 @@ def test_config_and_cli_options():
         config_from_dict({"processing": {"ray_address": "auto"}})
     with pytest.raises(ConfigError, match="processing.max_retries: must be 0 or more"):
         config_from_dict({"processing": {"max_retries": -1}})
+    with pytest.raises(ConfigError, match="processing.ray_batch: must be a positive number"):
+        config_from_dict({"processing": {"executor": "ray", "ray_batch": 0}})
+    with pytest.raises(ConfigError, match="processing.ray_write: shards writes LMDB shards; output.format is 'hdf5'"):
+        config_from_dict({"output": {"format": "hdf5"}, "processing": {"executor": "ray", "ray_write": "shards"}})
+    assert not config_from_dict({"output": {"format": "hdf5"}, "processing": {"executor": "ray"}}).writes_shards  # auto: driver
+    assert config_from_dict({"processing": {"executor": "ray"}}).writes_shards  # auto: shards for lmdb
+    assert not config_from_dict({}).writes_shards  # the process pool writes in the driver
     yaml_cfg = load_config(REPO / "configs" / "preprocessing.yaml")
     assert yaml_cfg.processing.ray_address is None and yaml_cfg.processing.max_retries == 2
 
@@ -285,7 +292,8 @@ pipeline.VideoProcessor.__call__ = _crashing_call
 
 
 @pytest.mark.slow
-def test_a_video_that_keeps_crashing_its_actor_is_reported_failed(ray_tmpdir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("ray_batch", [1, 3])
+def test_a_video_that_keeps_crashing_its_actor_is_reported_failed(ray_tmpdir, tmp_path, monkeypatch, ray_batch):
     import ray
 
     from src.preprocessing.pipeline import VideoTask
@@ -299,7 +307,7 @@ def test_a_video_that_keeps_crashing_its_actor_is_reported_failed(ray_tmpdir, tm
     video = tmp_path / "v.mp4"
     make_face_video(video, num_frames=10, size=(112, 112), face_center=(56, 56), face_size=60)
     tasks = [VideoTask(f"sample_{i + 1:06d}", "train", name, str(video), 1, 1, 0, {}) for i, name in enumerate(["a.mp4", "crash.mp4", "b.mp4"])]
-    cfg = config_from_dict({**SMALL, "faces": {"detector": "haar", "image_size": 64}, "processing": {"executor": "ray", "max_retries": 1}})
+    cfg = config_from_dict({**SMALL, "faces": {"detector": "haar", "image_size": 64}, "processing": {"executor": "ray", "max_retries": 1, "ray_batch": ray_batch}})
     executor = RayExecutor(cfg, workers=1)
     results = {r.task.relpath: r for r in executor.map(tasks)}
     assert not ray.is_initialized()  # the local instance it started is stopped
@@ -309,9 +317,15 @@ def test_a_video_that_keeps_crashing_its_actor_is_reported_failed(ray_tmpdir, tm
     crashed = results["crash.mp4"]
     assert crashed.status == "failed" and "the Ray worker died while processing this video, 2 times" in crashed.error
     s = executor.stats
-    # Each death charges the video the actor was running: crash.mp4 twice. The one before it (a.mp4) is charged too
-    # when the death also swallowed its finished reply (Ray: "may or may not have been executed"); b.mp4, queued behind, never.
-    assert s.actors == 1 and s.results == 2 and s.actor_failures in (2, 3) and s.retries == s.actor_failures
+    if ray_batch == 1:
+        # Each death charges the video the actor was running: crash.mp4 twice. The one before it (a.mp4) is charged too
+        # when the death also swallowed its finished reply (Ray: "may or may not have been executed"); b.mp4, queued behind, never.
+        assert s.actors == 1 and s.results == 2 and s.actor_failures in (2, 3) and s.retries == s.actor_failures
+    else:
+        # All three went in one call. Its death charges nobody: each is retried in a call of its own, where crash.mp4
+        # dies twice (charged twice) and a.mp4 and b.mp4 go through (a.mp4 charged once more if a death swallowed its reply).
+        assert s.actors == 1 and s.results == 2 and s.retries in (2, 3) and s.actor_failures == s.retries + 1
+        assert s.calls == 2  # a.mp4 and b.mp4, one call each
     ok = [results["a.mp4"], results["b.mp4"]]
     assert s.payload_bytes == sum(r.sample["data"].nbytes + r.sample["audio"].nbytes for r in ok)
 

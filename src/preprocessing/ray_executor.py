@@ -26,11 +26,15 @@ already committed (published, with shards).
   (:func:`actor_resources`: a detector class that *needs* a GPU declares
   ``num_gpus``; one that *can use* one, as MTCNN, declares ``gpu_share`` and
   gets GPU actors when the cluster has GPUs). The detector is built once per actor.
-* **Memory bound**: at most ``processing.max_in_flight`` videos are queued on
-  each actor; results are fetched as they finish.
+* **Batches**: the driver sends ``processing.ray_batch`` videos per actor call
+  (one call costs the driver ~0.4 ms of CPU; a batch of 4 costs ~0.1 ms per
+  video), and at most ``processing.max_in_flight`` videos (two calls at least)
+  are queued on each actor; results are fetched as calls finish.
 * **Faults**: an actor whose process or node dies is restarted by Ray
   (``max_restarts=-1``) and its queued videos go to the other actors. Only the
-  video it was running is charged a retry; after ``processing.max_retries``
+  video it was running is charged a retry (when it died in a batch, that
+  batch's videos are first retried one per call, uncharged, so that the
+  culprit is found and its neighbours go through); after ``processing.max_retries``
   retries that video is reported as a failed result, and the run goes on. With
   shards, the videos it had finished but not yet published are redone, not
   charged. Actors that cannot build their detector stop the run with the
@@ -166,31 +170,33 @@ class VideoActor:
         context = ray.get_runtime_context()
         return _host(), context.get_node_id(), [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
 
-    def process(self, task: VideoTask) -> TaskResult | tuple[TaskResult, list[dict[str, Any]]]:
-        """Process one video (never raises for a bad video).
+    def process(self, tasks: list[VideoTask]) -> tuple[list[TaskResult], list[dict[str, Any]]]:
+        """Process a batch of videos, in order (never raises for a bad video).
+
+        One call per batch (``processing.ray_batch``) divides the driver's
+        per-call cost by the batch size.
 
         Returns:
-            The result; with shards, ``(result, shards published after it)``, the
-            sample written into the open shard (``result.stored``, no sample).
+            ``(results, shards published after them)``. With shards, each sample
+            is written into the open shard (``result.stored``, no sample).
 
         Raises:
             StorageError: Writing or publishing a shard failed (a full disk): the run stops.
         """
+        results = [self.processor(task) for task in tasks] if self.writer is None else [self._store(task) for task in tasks]
+        return results, (self.seal() if self.writer is not None and self.writer.due else [])
+
+    def _store(self, task: VideoTask) -> TaskResult:
         result = self.processor(task)
-        if self.writer is None:
-            return result
-        published: list[dict[str, Any]] = []
         if result.status == "ok" and result.sample is not None:
             started = time.perf_counter()
             try:
                 self.writer.add(task.split, task.key, result.sample)
-                if self.writer.due:
-                    published = self.writer.seal()
             except (OSError, DeepfakeDataError) as exc:
                 raise StorageError(f"writing a shard on {_host()} failed: {_one_line(exc)}") from exc
             result.sample, result.stored = None, True
             result.timings["shard_write"] = time.perf_counter() - started
-        return result, published
+        return result
 
     def seal(self) -> list[dict[str, Any]]:
         """Seal and publish the open shards; ``{"split", "name", "keys"}`` per shard published."""
@@ -216,6 +222,7 @@ class RayStats:
         first_ready_seconds: From the start until the first actor had its detector loaded.
         actors: Actors created.
         hosts: Hosts the actors ran on.
+        calls: Actor calls that returned (each a batch of up to ``processing.ray_batch`` videos).
         results: Results received.
         payload_bytes: Array bytes received (clips and audio).
         get_seconds: Driver time spent receiving results (``ray.get``).
@@ -233,6 +240,7 @@ class RayStats:
     hosts: set[str] = field(default_factory=set)
     nodes: dict[int, str] = field(default_factory=dict)
     gpu_actors: set[int] = field(default_factory=set)
+    calls: int = 0
     results: int = 0
     payload_bytes: int = 0
     get_seconds: float = 0.0
@@ -249,7 +257,7 @@ class _Actor:
     ready: bool = False
     dead: bool = False
     host: str = ""
-    inflight: deque = field(default_factory=deque)  # (seq, ref, task), oldest first
+    inflight: deque = field(default_factory=deque)  # (seq, ref, tasks) per call, oldest first
     ping: Any = None
     ping_at: float = 0.0
     backoff: float = 0.5
@@ -285,7 +293,7 @@ class RayExecutor(Executor):
 
     Args:
         config: The preprocessing config (``processing.ray_address``,
-            ``max_retries`` and ``max_in_flight`` apply).
+            ``max_retries``, ``max_in_flight`` and ``ray_batch`` apply).
         workers: Actors to run; on a cluster with ``processing.workers: null``
             one per CPU of the cluster.
         shards: Where the actors write shards (None: samples come back to the caller).
@@ -299,6 +307,7 @@ class RayExecutor(Executor):
         self.address = p.ray_address
         self.max_retries = p.max_retries
         self.max_in_flight = p.max_in_flight
+        self.batch = p.ray_batch
         self.stats = RayStats()
         self.temp_dir: str | None = None  # a local instance's temp dir, once started
 
@@ -396,10 +405,12 @@ class RayExecutor(Executor):
     def _stream(self, ray: Any, actors: list[_Actor], source: Iterator[VideoTask], started: float) -> Iterator[TaskResult]:
         from ray.exceptions import ActorDiedError, RayActorError, RayError, RayTaskError
 
-        cap = self.max_in_flight
-        pending: dict[Any, tuple[_Actor, int, VideoTask | None]] = {}  # ref -> (actor, seq, task or None for a ping)
+        batch = self.batch
+        cap = max(2, -(-self.max_in_flight // batch))  # calls queued per actor: max_in_flight videos, two calls at least
+        pending: dict[Any, tuple[_Actor, int, Any]] = {}  # ref -> (actor, seq, tasks | None for a ping | _SEAL)
         tokens: deque[_Actor] = deque()  # one entry per free queue slot of a ready actor (stale ones are skipped)
         requeue: deque[VideoTask] = deque()
+        alone: set[str] = set()  # videos of a batch whose actor died in it: each is retried in a call of its own
         retries: Counter[str] = Counter()
         seq = itertools.count()
         exhausted = False
@@ -418,6 +429,20 @@ class RayExecutor(Executor):
             exhausted = task is None
             return task
 
+        def next_call() -> list[VideoTask]:
+            tasks: list[VideoTask] = []
+            while len(tasks) < batch:
+                task = next_task()
+                if task is None:
+                    break
+                if task.relpath in alone:
+                    if tasks:
+                        requeue.appendleft(task)
+                        break
+                    return [task]
+                tasks.append(task)
+            return tasks
+
         def charge(task: VideoTask, exc: BaseException) -> Iterator[TaskResult]:
             retries[task.relpath] += 1
             self.stats.retries += 1
@@ -426,7 +451,15 @@ class RayExecutor(Executor):
             else:
                 requeue.append(task)  # behind the videos waiting already: a crasher must not starve them
 
-        def actor_down(actor: _Actor, exc: BaseException, failed: tuple[int, VideoTask]) -> Iterator[TaskResult]:
+        def lose(tasks: list[VideoTask], exc: BaseException) -> Iterator[TaskResult]:
+            """A call's results are lost: charge its one video, or retry a batch's videos one by one, uncharged."""
+            if len(tasks) == 1:
+                yield from charge(tasks[0], exc)
+            else:  # which of them broke it is unknown: alone, the culprit is charged and the others go through
+                alone.update(t.relpath for t in tasks)
+                requeue.extendleft(reversed(tasks))
+
+        def actor_down(actor: _Actor, exc: BaseException, failed: tuple[int, list[VideoTask]] | None) -> Iterator[TaskResult]:
             nonlocal in_flight, crashes_since_result
             lost = sorted([*([failed] if failed else []), *((s, t) for s, _, t in actor.inflight)], key=lambda st: st[0])
             for _, ref, _ in actor.inflight:
@@ -444,16 +477,18 @@ class RayExecutor(Executor):
             actor.ready, actor.ping, actor.ping_at = False, None, time.monotonic()
             self.stats.actor_failures += 1
             crashes_since_result += 1
-            logger.warning("Ray actor %d on %s died (%s); %d video(s) go to the other actors", actor.index, actor.host or "?", _one_line(exc, 160), len(lost))
-            # One bad video costs max_retries + 1 deaths, one more when a death also swallows the reply of the
-            # video finished just before it; more than that in a row, with nothing finishing, is a broken install.
-            if crashes_since_result >= max(_CRASHES_PER_ACTOR, self.max_retries + 2) * len(actors):
+            videos = sum(len(t) for _, t in lost)
+            logger.warning("Ray actor %d on %s died (%s); %d video(s) go to the other actors", actor.index, actor.host or "?", _one_line(exc, 160), videos)
+            # One bad video costs max_retries + 1 deaths (one more when it was in a batch, one more when a death
+            # also swallows the reply of the call finished just before it); more than that in a row, with nothing
+            # finishing, is a broken install.
+            if crashes_since_result >= max(_CRASHES_PER_ACTOR, self.max_retries + 3) * len(actors):
                 raise DeepfakeDataError(f"Ray actors keep dying before finishing any video (last: {_one_line(exc)}); see the log above")
-            # Actors run their queue in order: the oldest lost video was the one running, the rest never started.
+            # Actors run their queue in order: the oldest lost call was the one running, the rest never started.
             if not lost:  # it died sealing: no video to charge
                 return
-            requeue.extendleft(t for _, t in reversed(lost[1:]))
-            yield from charge(lost[0][1], exc)
+            requeue.extendleft(t for _, tasks in reversed(lost[1:]) for t in reversed(tasks))
+            yield from lose(lost[0][1], exc)
 
         def release(actor: _Actor, published: list[dict[str, Any]]) -> Iterator[TaskResult]:
             for shard in published:
@@ -473,14 +508,14 @@ class RayExecutor(Executor):
                 actor = tokens.popleft()
                 if not actor.ready or len(actor.inflight) >= cap:
                     continue
-                task = next_task()
-                if task is None:
+                tasks = next_call()
+                if not tasks:
                     tokens.appendleft(actor)
                     break
-                ref = actor.handle.process.remote(task)
+                ref = actor.handle.process.remote(tasks)
                 n = next(seq)
-                actor.inflight.append((n, ref, task))
-                pending[ref] = (actor, n, task)
+                actor.inflight.append((n, ref, tasks))
+                pending[ref] = (actor, n, tasks)
                 in_flight += 1
             if in_flight == 0 and exhausted and not requeue:
                 holding = [a for a in actors if a.held]
@@ -517,8 +552,8 @@ class RayExecutor(Executor):
                 entry = pending.pop(ref, None)
                 if entry is None:  # dropped with its actor
                     continue
-                actor, n, task = entry
-                if task is _SEAL:
+                actor, n, tasks = entry
+                if tasks is _SEAL:
                     actor.sealing = None
                     try:
                         published = ray.get(ref)
@@ -529,7 +564,7 @@ class RayExecutor(Executor):
                         raise _writer_error(exc) from exc
                     yield from release(actor, published)
                     continue
-                if task is None:  # a readiness ping
+                if tasks is None:  # a readiness ping
                     actor.ping = None
                     try:
                         host = ray.get(ref)
@@ -559,30 +594,29 @@ class RayExecutor(Executor):
                 in_flight -= 1
                 t0 = time.perf_counter()
                 try:
-                    result = ray.get(ref)
+                    results, published = ray.get(ref)
                 except RayActorError as exc:  # its process or node died
-                    yield from actor_down(actor, exc, (n, task))
+                    yield from actor_down(actor, exc, (n, tasks))
                     continue
-                except RayTaskError as exc:  # something escaped VideoProcessor: charge this video
+                except RayTaskError as exc:  # something escaped VideoProcessor: charge the video(s)
                     if _is_writer_error(exc):  # the shard writer failed (a full disk): stop, as the driver's writer does
                         raise _writer_error(exc) from exc
                     tokens.append(actor)
-                    yield from charge(task, exc)
+                    yield from lose(tasks, exc)
                     continue
-                except RayError as exc:  # the result was lost with its node after the video finished
+                except RayError as exc:  # the results were lost with their node after the call finished
                     tokens.append(actor)
-                    yield from charge(task, exc)
+                    yield from lose(tasks, exc)
                     continue
                 self.stats.get_seconds += time.perf_counter() - t0
-                published: list[dict[str, Any]] = []
-                if self.shards is not None:
-                    result, published = result
-                self.stats.results += 1
-                self.stats.payload_bytes += _payload_bytes(result)
+                self.stats.calls += 1
                 crashes_since_result = 0
                 tokens.append(actor)
-                if result.stored:
-                    actor.held[result.task.split, result.task.key] = result
-                else:
-                    yield result
+                for result in results:
+                    self.stats.results += 1
+                    self.stats.payload_bytes += _payload_bytes(result)
+                    if result.stored:
+                        actor.held[result.task.split, result.task.key] = result
+                    else:
+                        yield result
                 yield from release(actor, published)
