@@ -4,12 +4,17 @@
   (fast);
 * ``benchmarks/run.py --quick`` runs end to end as a subprocess and writes a CSV
   with every contender and metric, valid PNG plots and the markdown report
-  (slow: about a minute).
+  (slow: about a minute);
+* ``benchmarks/bench_ray.py --quick`` (slow: a minute or two, Ray started eight
+  times) and ``benchmarks/bench_shards.py --quick`` (a few seconds) run as
+  subprocesses and print the CSV rows they promise, with sane values (no
+  timing is asserted: timings are benchmark facts, not tests).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import math
 import subprocess
 import sys
@@ -155,3 +160,82 @@ def test_run_quick(tmp_path: Path) -> None:
     for name in PLOTS:
         assert f"({name})" in report
     assert proc.stdout.startswith(",".join(CSV_COLUMNS))
+
+
+def _bench_csv(script: str, tmp_path: Path, timeout: int) -> tuple[dict[tuple[str, str], float], str]:
+    """Run ``benchmarks/<script> --quick`` from ``tmp_path``; its CSV rows as ``{(name, metric): value}``, and its stderr."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick"], capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    reader = csv.DictReader(io.StringIO(proc.stdout))
+    assert reader.fieldnames == ["name", "metric", "value", "unit"]
+    rows = list(reader)
+    table = {(r["name"], r["metric"]): float(r["value"]) for r in rows}
+    assert len(table) == len(rows), "duplicate (name, metric) rows"
+    assert all(r["unit"] for r in rows), [r for r in rows if not r["unit"]]
+    return table, proc.stderr
+
+
+def _check_present_and_sane(table: dict[tuple[str, str], float], expected: list[tuple[str, str]], zero: set[tuple[str, str]] = frozenset()) -> None:
+    missing = [key for key in expected if key not in table]
+    assert not missing, missing
+    for key, value in table.items():
+        assert math.isfinite(value), (key, value)
+        if key in zero:
+            assert value == 0, (key, value)
+        elif not key[1].startswith("shards_"):  # a split's shard count may be 0 (a split that got no video)
+            assert value > 0, (key, value)
+        else:
+            assert value >= 0, (key, value)
+
+
+@pytest.mark.slow
+def test_bench_ray_quick(tmp_path: Path) -> None:
+    table, stderr = _bench_csv("bench_ray.py", tmp_path, timeout=600)
+    run_metrics = ("videos_per_s", "steady_videos_per_s", "first_result_s", "first_stored_s", "tail_s", "wall_s",
+                   "driver_cpu_ms_per_video", "driver_cpu_whole_run_ms_per_video", "worker_ms_per_video")
+    ray_metrics = (*run_metrics, "get_ms_per_video", "payload_bytes_per_video")
+    shard_metrics = ("shard_write_ms_per_video", "shards_published", "shards_per_split", "mean_shard_mb", "samples_per_shard", "shards_train", "shards_val", "shards_test")
+    expected = [(name, m) for name in ("pool_w2", "pool_w1") for m in run_metrics]
+    expected += [("clip", "array_bytes"), ("clip", "pickled_result_bytes"), ("writer", "ms_per_video"), ("import_ray", "seconds"), ("pool_executor_only", "videos_per_s")]
+    zero = set()
+    for mode in ("shards", "driver"):
+        runs = (f"ray_local_w2_{mode}", f"ray_cluster_1node_{mode}", f"ray_cluster_2nodes_{mode}")
+        expected += [(name, m) for name in runs for m in ray_metrics]
+        expected += [(name, m) for name in runs for m in shard_metrics] if mode == "shards" else []
+        expected += [(f"ray_executor_only_{mode}", m) for m in ("videos_per_s", "get_ms_per_video", "payload_bytes_per_video")]
+        expected += [(f"ray_start_{mode}", m) for m in ("init_seconds", "first_actor_ready_seconds")]
+        expected += [(f"ray_local_w2_{mode}_vs_pool_w2", m) for m in ("steady_speed_ratio", "whole_run_speed_ratio", "driver_cpu_ratio")]
+        expected += [(f"ray_cluster_{mode}_2_vs_1_nodes", m) for m in ("steady_speedup", "whole_run_speedup")]
+        expected += [(f"ray_executor_only_{mode}_vs_pool", "speed_ratio"), (f"to_driver_{mode}", "bytes_per_video")]
+        if mode == "shards":  # the actors keep the clips: none reach the driver
+            zero |= {(name, "payload_bytes_per_video") for name in (*runs, "ray_executor_only_shards")}
+    expected += [("ray_local_w2_shards_vs_driver", m) for m in ("steady_speed_ratio", "whole_run_speed_ratio", "driver_cpu_ratio")]
+    expected += [("to_driver_shards", "result_bytes"), ("to_driver_shards", "publish_bytes_per_video"), ("pool_w2_vs_w1", "steady_speedup")]
+    _check_present_and_sane(table, expected, zero)
+    # Structure, not speed: driver mode ships every clip, shards a small result; every video is in a published shard.
+    assert table["ray_local_w2_driver", "payload_bytes_per_video"] == pytest.approx(table["clip", "array_bytes"], rel=0.01)
+    assert table["to_driver_driver", "bytes_per_video"] > table["clip", "array_bytes"]
+    assert table["to_driver_shards", "bytes_per_video"] < 10_000
+    for name in ("ray_local_w2_shards", "ray_cluster_1node_shards", "ray_cluster_2nodes_shards"):
+        assert table[name, "shards_per_split"] >= 1
+        assert table[name, "shards_published"] == sum(table[name, f"shards_{split}"] for split in ("train", "val", "test"))
+    assert "# reproduce: " in stderr and "bench_ray.py --quick" in stderr and "# machine: " in stderr
+
+
+def test_bench_shards_quick(tmp_path: Path) -> None:
+    table, stderr = _bench_csv("bench_shards.py", tmp_path, timeout=300)
+    stores = ["single", "shards_1", "shards_8", "shards_64"]
+    read_metrics = ("retrieve_p50_ms", "retrieve_p95_ms", "lookup_p50_us", "lookup_p95_us", "batch_lookup_ms", "batch_ms", "batch_clips_per_s",
+                    "open_ms", "touch_all_shards_ms", "build_s", "store_mb")
+    expected = [(name, m) for name in stores for m in read_metrics]
+    expected += [(f"{name}_vs_single", m) for name in stores[1:]
+                 for m in ("retrieve_p50_ratio", "retrieve_p95_ratio", "lookup_p50_ratio", "lookup_p95_ratio", "batch_lookup_ratio", "batch_ratio")]
+    for count in (10, 100):
+        expected += [(f"discovery_{count}", m) for m in ("open_ms", "open_cold_ms", "first_read_ms", "keys_ms", "open_us_per_shard", "manifests_mb", "build_s")]
+        expected += [(f"discovery_single_{count}", m) for m in ("open_ms", "open_cold_ms", "first_read_ms", "keys_ms", "build_s")]
+    _check_present_and_sane(table, expected)
+    for name in stores:  # the same samples: the same bytes, give or take each shard's own metadata pages
+        assert table[name, "store_mb"] == pytest.approx(table["single", "store_mb"], rel=0.1)
+        assert table[name, "retrieve_p95_ms"] >= table[name, "retrieve_p50_ms"]
+    assert table["discovery_100", "manifests_mb"] > table["discovery_10", "manifests_mb"]
+    assert "# reproduce: " in stderr and "bench_shards.py --quick" in stderr and "# machine: " in stderr
