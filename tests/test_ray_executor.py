@@ -28,6 +28,7 @@ from src.config import config_from_dict, load_config
 from src.data import open_storage
 from src.data.lmdb_shards import ShardedLMDBStorage, is_shard_set, read_manifests
 from src.data.lmdb_storage import LMDBStorage
+from src.datasets.catalog import catalog_spec
 from src.errors import ConfigError, StorageError
 from src.preprocessing.runner import run_preprocessing
 from tests.conftest import REPO, run_cli
@@ -144,12 +145,28 @@ def cluster(ray_tmpdir):
 
 
 @pytest.fixture(scope="module")
-def pool_records(demo_root, tmp_path_factory):
-    """The demo dataset preprocessed by the process pool (2 workers): the reference records."""
+def pool_root(demo_root, tmp_path_factory):
+    """The demo dataset preprocessed by the process pool (2 workers): the reference output."""
     out = tmp_path_factory.mktemp("pool")
     report = run_preprocessing(_config(demo_root, out, executor="process", workers=2))
     assert report.stored > 10 and len(report.failed) == 3
-    return _records(out / "FakeAVCeleb_v1.2")
+    return out / "FakeAVCeleb_v1.2"
+
+
+@pytest.fixture(scope="module")
+def pool_records(pool_root):
+    """The reference records."""
+    return _records(pool_root)
+
+
+def _split_metadata(root: Path) -> dict[str, dict]:
+    """Each split's metadata.json, less what names the run (its config's paths and executor)."""
+    out = {}
+    for split in SPLITS:
+        meta = json.loads((root / split / "metadata.json").read_text())
+        meta.pop("config")
+        out[split] = meta
+    return out
 
 
 def _check_layout(root: Path, ray_write: str) -> None:
@@ -167,7 +184,7 @@ def _check_layout(root: Path, ray_write: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ray_write", ["shards", "driver"])
-def test_two_nodes_store_the_same_records_as_the_process_pool(cluster, pool_records, demo_root, tmp_path, ray_write):
+def test_two_nodes_store_the_same_records_as_the_process_pool(cluster, pool_root, pool_records, demo_root, tmp_path, ray_write):
     import ray
 
     c, _ = cluster
@@ -179,9 +196,14 @@ def test_two_nodes_store_the_same_records_as_the_process_pool(cluster, pool_reco
     assert records.keys() == pool_records.keys()
     assert all(records[k] == pool_records[k] for k in records)  # byte-identical: arrays, label, metadata, checksums
     _check_layout(root, ray_write)
-    for split in SPLITS:  # metadata.json lists the same samples as the pool's run would
-        meta = json.loads((root / split / "metadata.json").read_text())
-        assert meta["num_samples"] == sum(1 for s, _ in pool_records if s == split)
+    # metadata.json: the same samples, summaries and counts as the pool's (with shards, built from the summaries
+    # the actors published beside their manifests, not by reading the records again)
+    assert _split_metadata(root) == _split_metadata(pool_root)
+    if ray_write == "shards":
+        with LMDBStorage(root / "train" / "data.lmdb") as store:
+            assert store.sample_summaries(("video_path", "label")) is None  # other fields: the runner would read records
+            summaries = store.sample_summaries(catalog_spec("fakeavceleb").summary_fields)
+            assert summaries is not None and summaries.keys() == set(store.get_all_keys())
     _verify_strict(root)
 
 

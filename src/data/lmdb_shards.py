@@ -15,6 +15,7 @@ Layout::
         shards/
             <name>.lmdb/data.mdb    one sealed LMDB store (samples, indexes, __meta__)
             <name>.json             its manifest: keys, byte size, schema, host
+            <name>.summary          optional: per-sample summary fields (metadata.json's), JSON
 
 * **Commit point**: a shard's manifest. The sealed store is moved or copied
   into ``shards/`` first (a temporary name, fsync, rename), and only then is
@@ -25,6 +26,10 @@ Layout::
   never change), and at most ``max_open_shards`` stay open per process.
 * **Random reads** cost a dict lookup more than a single store's: the key's
   shard, then the same LMDB read.
+* **Summaries**: a writer given ``summary_fields`` also publishes each
+  sample's summary (read back from the sealed shard, as the runner reads a
+  store) beside the manifest, so the run's ``metadata.json`` is assembled from
+  small files instead of every record (:meth:`ShardedLMDBStorage.sample_summaries`).
 * **Duplicates**: a video retried after its worker died may sit in two
   shards (the same bytes); the shard with the lowest name wins and
   :attr:`ShardedLMDBStorage.duplicate_keys` counts the others.
@@ -71,15 +76,22 @@ __all__ = [
     "publish_shard",
     "read_manifests",
     "remove_stale_workdirs",
+    "sample_summary",
 ]
 
 logger = logging.getLogger(__name__)
 
 SHARDSET_NAME = "shardset.json"
 SHARDS_DIR = "shards"
+SUMMARY_SUFFIX = ".summary"
 MANIFEST_VERSION = 1
 _WORKDIR_PREFIX = "dfshard-"
 _SHARD_COMMIT_EVERY = 8  # samples buffered in an open shard (bounded memory per worker)
+
+
+def sample_summary(label: int, metadata: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+    """A sample's entry in ``metadata.json``: ``fields`` of its metadata (``label`` is the label)."""
+    return {f: label if f == "label" else metadata.get(f) for f in fields}
 
 
 def is_shard_set(path: str | os.PathLike) -> bool:
@@ -161,7 +173,14 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def publish_shard(local: Path, store_path: str | os.PathLike, name: str, keys: Iterable[str], schema: Mapping[str, Any]) -> ShardManifest:
+def publish_shard(
+    local: Path,
+    store_path: str | os.PathLike,
+    name: str,
+    keys: Iterable[str],
+    schema: Mapping[str, Any],
+    summaries: Mapping[str, Any] | None = None,
+) -> ShardManifest:
     """Move (same file system) or copy a sealed shard into a set, then commit its manifest.
 
     Args:
@@ -170,6 +189,8 @@ def publish_shard(local: Path, store_path: str | os.PathLike, name: str, keys: I
         name: The shard's name in the set.
         keys: The keys it holds.
         schema: Its samples' array schemas.
+        summaries: ``{"fields": [...], "samples": {key: summary}}``, written
+            beside the manifest (before it: the manifest commits both).
 
     Returns:
         The manifest written.
@@ -191,6 +212,8 @@ def publish_shard(local: Path, store_path: str | os.PathLike, name: str, keys: I
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if summaries is not None:
+        atomic_write(shards / f"{name}{SUMMARY_SUFFIX}", json.dumps(summaries).encode())
     fsync_dir(shards)
     manifest = ShardManifest(name, tuple(sorted(keys)), size, dict(schema), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     atomic_write(shards / f"{name}.json", manifest.to_json())  # the commit point
@@ -206,7 +229,8 @@ def _remove_unpublished(store_path: Path) -> int:
     except FileNotFoundError:
         return 0
     for entry in entries:
-        stale = entry.name.endswith(TMP_SUFFIX) or (entry.suffix == ".lmdb" and not (shards / f"{entry.stem}.json").exists())
+        unpublished = entry.suffix in (".lmdb", SUMMARY_SUFFIX) and not (shards / f"{entry.stem}.json").exists()
+        stale = entry.name.endswith(TMP_SUFFIX) or unpublished
         if stale:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed += 1
@@ -293,6 +317,28 @@ class ShardedLMDBStorage(LMDBStorage):
     def shards(self) -> list[ShardManifest]:
         """The published shards' manifests, by name."""
         return list(self._manifests)
+
+    def sample_summaries(self, fields: Sequence[str]) -> dict[str, dict[str, Any]] | None:
+        """Every sample's summary ``fields``, from the files published beside the manifests.
+
+        Returns:
+            ``{key: summary}`` (a duplicate key: the copy that is read), or None
+            when a shard has no summary of exactly these fields (read the
+            records instead).
+        """
+        self._check_open()
+        manifests, where = self._manifests, self._where
+        out: dict[str, dict[str, Any]] = {}
+        for i, manifest in enumerate(manifests):
+            try:
+                body = json.loads((self.path / SHARDS_DIR / f"{manifest.name}{SUMMARY_SUFFIX}").read_bytes())
+            except (OSError, ValueError):
+                return None
+            samples = body.get("samples") if isinstance(body, dict) else None
+            if body.get("fields") != list(fields) or not isinstance(samples, dict) or set(samples) != set(manifest.keys):
+                return None
+            out.update((k, v) for k, v in samples.items() if where.get(k) == i)
+        return out
 
     def _local(self) -> tuple[OrderedDict[str, LMDBStorage], threading.Lock, Counter[str]]:
         if self._pid != os.getpid() or self._open is None:  # a fork or an unpickled copy: fresh bookkeeping
@@ -440,6 +486,8 @@ class ShardTarget:
         seal_bytes: Seal a shard once its samples' arrays reach this size.
         seal_seconds: ... or once it has been open this long.
         options: Store options of every shard (codec, codec options, index fields, config).
+        summary_fields: Publish these fields of every sample beside each manifest
+            (``metadata.json``'s per-sample fields); empty: none.
     """
 
     stores: Mapping[str, str]
@@ -447,6 +495,7 @@ class ShardTarget:
     seal_bytes: int = 2 << 30
     seal_seconds: float = 300.0
     options: Mapping[str, Any] = field(default_factory=dict)
+    summary_fields: tuple[str, ...] = ()
 
 
 def _try_lock(path: Path) -> Any | None:
@@ -560,8 +609,13 @@ class ShardWriter:
         for split, shard in list(self._open.items()):
             shard.store.flush()
             schema = shard.store.meta.get("schema") or {}
+            fields = list(self.target.summary_fields)
+            summaries = None
+            if fields:  # read back as the runner reads a store, so metadata.json is the same either way
+                samples = {k: sample_summary(*shard.store.retrieve_metadata(k), fields) for k in shard.keys}
+                summaries = {"fields": fields, "samples": samples}
             shard.store.close(complete=True)
-            publish_shard(shard.local, self.target.stores[split], shard.name, shard.keys, schema)
+            publish_shard(shard.local, self.target.stores[split], shard.name, shard.keys, schema, summaries)
             shutil.rmtree(shard.local, ignore_errors=True)
             del self._open[split]
             published.append({"split": split, "name": shard.name, "keys": list(shard.keys)})

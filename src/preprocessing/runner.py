@@ -22,7 +22,7 @@ from typing import Any
 
 from src.config import Config, SplitsConfig, config_to_dict
 from src.data.fsio import atomic_write
-from src.data.lmdb_shards import ShardedLMDBStorage, ShardTarget, is_shard_set
+from src.data.lmdb_shards import ShardedLMDBStorage, ShardTarget, is_shard_set, sample_summary
 from src.data.storage import DEFAULT_STORE_NAMES, Storage, open_storage
 from src.datasets.catalog import Catalog, DatasetSpec, VideoRecord, catalog_spec, read_dataset
 from src.errors import IncompleteStoreError, StorageError
@@ -217,7 +217,7 @@ def _open_stores(root: Path, config: Config, fingerprint: str, overwrite: bool) 
     return stores
 
 
-def _shard_target(config: Config, stores: dict[str, Storage]) -> ShardTarget:
+def _shard_target(config: Config, stores: dict[str, Storage], spec: DatasetSpec) -> ShardTarget:
     """Where the workers write their shards: the split stores (shard sets), with the stores' own options."""
     lm, p = config.output.lmdb, config.processing
     first = next(iter(stores.values()))
@@ -235,15 +235,18 @@ def _shard_target(config: Config, stores: dict[str, Storage]) -> ShardTarget:
         seal_bytes=int(p.shard_mb * 1024 * 1024),
         seal_seconds=p.shard_seconds,
         options=options,
+        summary_fields=tuple(spec.summary_fields),
     )
 
 
 def _write_split_metadata(root: Path, split: str, store: Storage, config: Config, fingerprint: str, spec: DatasetSpec) -> tuple[int, dict[str, int]]:
     keys = store.get_all_keys()
-    samples = {}
-    for key in keys:
-        label, meta = store.retrieve_metadata(key)
-        samples[key] = {f: label if f == "label" else meta.get(f) for f in spec.summary_fields}
+    # A shard set's writers published each sample's summary: no record is read again here.
+    published = store.sample_summaries(spec.summary_fields) if isinstance(store, ShardedLMDBStorage) else None
+    if published is not None:
+        samples = {key: published[key] for key in keys}
+    else:
+        samples = {key: sample_summary(*store.retrieve_metadata(key), spec.summary_fields) for key in keys}
     counts = {f: dict(sorted(Counter(str(s.get(f)) for s in samples.values()).items())) for f in spec.count_fields}
     meta = store.meta
     _atomic_write_json(
@@ -316,7 +319,7 @@ def run_preprocessing(
         logger.info("%s: %d videos in the catalog, %d already stored, %d to process", catalog.name, len(tasks), report.already_stored, len(todo))
         stage = Counter()
         done = 0
-        executor = make_executor(config, shards=_shard_target(config, stores) if config.writes_shards else None)
+        executor = make_executor(config, shards=_shard_target(config, stores, spec) if config.writes_shards else None)
         for result in executor.map(todo):
             done += 1
             stage.update(result.timings)
