@@ -608,3 +608,25 @@ def test_list_of_a_set_and_a_single_store_loads_as_one(built, tmp_path):
         assert clip.dtype == torch.uint8 and np.array_equal(clip.numpy(), want)  # as stored (normalize=False)
     shuffled = create_data_loader([built.sharded, other], batch_size=8, num_workers=0, seed=2)
     assert sorted((m["dataset"], k) for b in shuffled for m, k in zip(b["metadata"], b["key"])) == sorted(seen)
+
+
+def test_open_shard_budget_raises_a_low_descriptor_limit():
+    # In a child: a soft limit of 64 would allow 16 open shards; a set of 1000 raises it to 4000 (within the hard
+    # limit) and keeps 1000 open, so random reads never reopen shards. A small set leaves the limit alone.
+    code = (
+        "import resource\n"
+        "from src.data.lmdb_shards import open_shard_budget\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+        "print(open_shard_budget(10), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "print(open_shard_budget(1000), resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    small, large = [tuple(map(int, line.split())) for line in r.stdout.split("\n") if line]
+    assert small == (16, 64)  # 40 descriptors wanted, 64 allowed: untouched, a quarter of it
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    raised = 4000 if hard == resource.RLIM_INFINITY else min(4000, hard)
+    assert large == (min(1000, raised // 4), raised)

@@ -23,7 +23,9 @@ Layout::
   interrupted publish: readers ignore it and the next writer removes it.
 * **Discovery** reads the manifests only (small JSON files listing the keys);
   a shard's environment is opened on its first read, lock-free (sealed shards
-  never change), and at most ``max_open_shards`` stay open per process.
+  never change), and at most ``max_open_shards`` stay open per process (by
+  default as many as the file-descriptor limit comfortably allows, up to 4096:
+  reopening a shard costs ~0.1 ms, so a set read at random must keep them open).
 * **Random reads** cost a dict lookup more than a single store's: the key's
   shard, then the same LMDB read.
 * **Summaries**: a writer given ``summary_fields`` also publishes each
@@ -73,6 +75,7 @@ __all__ = [
     "ShardWriter",
     "ShardedLMDBStorage",
     "is_shard_set",
+    "open_shard_budget",
     "publish_shard",
     "read_manifests",
     "remove_stale_workdirs",
@@ -92,6 +95,33 @@ _SHARD_COMMIT_EVERY = 8  # samples buffered in an open shard (bounded memory per
 def sample_summary(label: int, metadata: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
     """A sample's entry in ``metadata.json``: ``fields`` of its metadata (``label`` is the label)."""
     return {f: label if f == "label" else metadata.get(f) for f in fields}
+
+
+_MAX_OPEN_SHARDS = 4096
+
+
+def open_shard_budget(num_shards: int) -> int:
+    """How many shard environments a reader may keep open: a quarter of ``RLIMIT_NOFILE``, at most 4096.
+
+    A sealed shard read lock-free holds one file descriptor. When the set has
+    more shards than the budget, the soft limit is raised towards the hard
+    limit first (as far as 4 x 4096), since closing and reopening shards on
+    random reads costs far more than a descriptor.
+    """
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4 * min(num_shards, _MAX_OPEN_SHARDS)
+    if soft != resource.RLIM_INFINITY and soft < want and (hard == resource.RLIM_INFINITY or hard > soft):
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            logger.info("raised the open-file limit from %d to %d for a shard set of %d shards", soft, new, num_shards)
+            soft = new
+    budget = _MAX_OPEN_SHARDS if soft == resource.RLIM_INFINITY else soft // 4
+    return max(16, min(_MAX_OPEN_SHARDS, budget))
 
 
 def is_shard_set(path: str | os.PathLike) -> bool:
@@ -250,7 +280,10 @@ class ShardedLMDBStorage(LMDBStorage):
     Args:
         path: The set (``…/train/data.lmdb``).
         readonly: Read (default), or hold the set's metadata for a run that publishes into it.
-        max_open_shards: Shard environments kept open per process (least recently used closed first).
+        max_open_shards: Shard environments kept open per process (least recently
+            used closed first). None: :func:`open_shard_budget` (a quarter of the
+            file-descriptor limit, which it raises towards the hard limit when the
+            set is larger, up to 4096).
         readahead: Kernel read-ahead on the shards' memory maps (see :class:`LMDBStorage`).
         **options: See :class:`~src.data.storage.Storage`; the LMDB sizing options are accepted and unused.
 
@@ -272,14 +305,14 @@ class ShardedLMDBStorage(LMDBStorage):
         *,
         lock: bool = True,
         readahead: bool = True,
-        max_open_shards: int = 256,
+        max_open_shards: int | None = None,
         **options: Any,
     ) -> None:
         super(LMDBStorage, self).__init__(path, readonly, create_indexes=create_indexes, index_fields=index_fields, **options)
         if (self.path / "data.mdb").exists():
             raise StorageError(f"{self.path}: holds an ordinary LMDB store, not a shard set")
         self.map_size_gb, self.max_readers, self.lock, self.readahead = map_size_gb, max_readers, lock, readahead
-        self.max_open_shards = max(1, int(max_open_shards))
+        self._max_open = None if max_open_shards is None else max(1, int(max_open_shards))
         self._shared = None
         self._open: OrderedDict[str, LMDBStorage] | None = None  # by shard name: positions shift when refresh() finds new shards
         self._guard: threading.Lock | None = None
@@ -312,6 +345,13 @@ class ShardedLMDBStorage(LMDBStorage):
         """Re-read the manifests (see shards a running job published since this store was opened)."""
         self._check_open()
         self._scan()
+
+    @property
+    def max_open_shards(self) -> int:
+        """Shard environments kept open per process."""
+        if self._max_open is None:
+            self._max_open = open_shard_budget(len(self._manifests))
+        return self._max_open
 
     @property
     def shards(self) -> list[ShardManifest]:
