@@ -239,3 +239,14 @@ def test_bench_shards_quick(tmp_path: Path) -> None:
         assert table[name, "retrieve_p95_ms"] >= table[name, "retrieve_p50_ms"]
     assert table["discovery_100", "manifests_mb"] > table["discovery_10", "manifests_mb"]
     assert "# reproduce: " in stderr and "bench_shards.py --quick" in stderr and "# machine: " in stderr
+
+
+@pytest.mark.slow
+def test_bench_ray_long_quick(tmp_path: Path) -> None:
+    table, stderr = _bench_csv("bench_ray_long.py", tmp_path, timeout=300)
+    metrics = ("videos_per_s", "steady_videos_per_s", "wall_s", "first_result_s", "driver_cpu_ms_per_video")
+    expected = [(name, m) for name in ("pool", "ray_shards") for m in metrics]
+    expected += [("ray_vs_pool", "whole_run_time_ratio"), ("ray_vs_pool", "steady_time_ratio")]
+    _check_present_and_sane(table, expected)
+    assert table["ray_vs_pool", "whole_run_time_ratio"] == pytest.approx(table["pool", "videos_per_s"] / table["ray_shards", "videos_per_s"], rel=0.01)
+    assert "# reproduce: " in stderr and "bench_ray_long.py --quick" in stderr and "# machine: " in stderr
