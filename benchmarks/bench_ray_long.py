@@ -32,6 +32,8 @@ from benchmarks.bench_ray import replicate, timed_run  # noqa: E402
 from benchmarks.workload import machine_info  # noqa: E402
 from src.config import config_from_dict  # noqa: E402
 
+UNITS = {"videos_per_s": "videos/s", "steady_videos_per_s": "videos/s", "wall_s": "s", "first_result_s": "s", "driver_cpu_ms_per_video": "ms"}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -61,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         med = {name: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for name, rs in runs.items()}
         print("name,metric,value,unit")
         for name, metrics in med.items():
-            for metric in ("videos_per_s", "steady_videos_per_s", "wall_s", "first_result_s", "driver_cpu_ms_per_video"):
-                print(f"{name},{metric},{metrics[metric]:.4g},{'s' if metric.endswith('_s') else 'ms' if metric.endswith('video') else 'videos/s'}")
+            for metric in UNITS:
+                print(f"{name},{metric},{metrics[metric]:.4g},{UNITS[metric]}")
         info = machine_info(tmp)
         whole = med["pool"]["videos_per_s"] / med["ray_shards"]["videos_per_s"]
         steady = med["pool"]["steady_videos_per_s"] / med["ray_shards"]["steady_videos_per_s"]
