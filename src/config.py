@@ -313,7 +313,7 @@ class ProcessingConfig:
             a lost node); then it is reported failed.
         ray_batch: Executor ``ray``: videos per actor call (divides the driver's
             per-call cost; a video that kills its actor is found by retrying its
-            batch one video per call).
+            batch one video per call). ``null``: one per 8 actors, 1 to 16.
         ray_write: Executor ``ray``: who writes the stores. ``shards``: every
             actor writes LMDB shards on its node's local disk and publishes
             each sealed shard (with a manifest, the commit point) into the
@@ -333,7 +333,7 @@ class ProcessingConfig:
     max_in_flight: int = 4
     ray_address: str | None = None
     max_retries: int = 2
-    ray_batch: int = 4
+    ray_batch: int | None = None
     ray_write: str = "auto"
     shard_dir: str | None = None
     shard_mb: float = 2048
@@ -342,7 +342,7 @@ class ProcessingConfig:
     def __post_init__(self) -> None:
         _positive("processing", "workers", self.workers, allow_none=True)
         _choice("processing", "ray_write", self.ray_write, ("auto", "shards", "driver"))
-        _positive("processing", "ray_batch", self.ray_batch)
+        _positive("processing", "ray_batch", self.ray_batch, allow_none=True)
         _positive("processing", "shard_mb", self.shard_mb)
         _positive("processing", "shard_seconds", self.shard_seconds)
         _positive("processing", "limit", self.limit, allow_none=True)

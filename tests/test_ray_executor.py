@@ -41,6 +41,7 @@ SMALL_YAML = "output:\n  lmdb:\n    commit_every: 2\nframes:\n  num_frames: 8\nf
 
 def _config(demo_root: Path, out: Path, **processing):
     processing.setdefault("shard_mb", 0.5)  # a shard every two clips: several shards per actor
+    processing.setdefault("ray_batch", 3)  # batches on two actors (the default would send single videos)
     data = {**SMALL, "dataset": {"input_dir": str(demo_root)}, "output": {**SMALL["output"], "dir": str(out)}, "processing": processing}
     return config_from_dict(data)
 
@@ -76,6 +77,10 @@ def test_config_and_cli_options():
         config_from_dict({"processing": {"ray_address": "auto"}})
     with pytest.raises(ConfigError, match="processing.max_retries: must be 0 or more"):
         config_from_dict({"processing": {"max_retries": -1}})
+    from src.preprocessing.ray_executor import videos_per_call
+
+    assert [videos_per_call(None, n) for n in (1, 2, 15, 16, 64, 128, 1600)] == [1, 1, 1, 2, 8, 16, 16]
+    assert videos_per_call(5, 2) == 5 and config_from_dict({}).processing.ray_batch is None
     with pytest.raises(ConfigError, match="processing.ray_batch: must be a positive number"):
         config_from_dict({"processing": {"executor": "ray", "ray_batch": 0}})
     with pytest.raises(ConfigError, match="processing.ray_write: shards writes LMDB shards; output.format is 'hdf5'"):
@@ -253,7 +258,7 @@ def _committed(out: Path) -> int:
 @pytest.mark.parametrize("ray_write", ["shards", "driver"])
 def test_a_killed_driver_resumes_with_nothing_lost_or_doubled(ray_tmpdir, pool_records, demo_root, tmp_path, ray_write):
     cfg_file = tmp_path / "cfg.yaml"
-    cfg_file.write_text(SMALL_YAML + f"processing:\n  ray_write: {ray_write}\n  shard_mb: 0.5\n")
+    cfg_file.write_text(SMALL_YAML + f"processing:\n  ray_write: {ray_write}\n  shard_mb: 0.5\n  ray_batch: 2\n")
     args = ["preprocess.py", "--dataset", "fakeavceleb", "--config", str(cfg_file), "--input-dir", str(demo_root),
             "--output-dir", str(tmp_path), "--workers", "1", "--executor", "ray", "--no-progress"]
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
