@@ -9,6 +9,7 @@ manipulation methods, identities, gender and race.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,11 +97,15 @@ def build_store(
     audio: bool = True,
     codec: str = "raw",
     start: int = 1,
+    shards: int = 0,
 ) -> StoreInfo:
     """Write ``n`` samples with keys ``sample_{start:06d}``... into an LMDB store.
 
     Every ``real_every``-th sample (1-based index divisible by it) is real
-    (category A, label 0); the others cycle through the fake methods.
+    (category A, label 0); the others cycle through the fake methods. With
+    ``shards``, the store is a shard set of that many shards, written as the
+    Ray executor's actors write one (each shard's samples interleaved with the
+    others', by index).
 
     Returns:
         The store's ground truth.
@@ -108,7 +113,13 @@ def build_store(
     path = Path(path)
     info = StoreInfo(path=path, shape=tuple(shape), audio=audio)
     fakes = CATALOG[1:]
-    with LMDBStorage(path, readonly=False, map_size_gb=0.25, codec=codec) as store:
+    if shards:
+        from src.data.lmdb_shards import ShardedLMDBStorage, ShardTarget, ShardWriter
+
+        target = ShardTarget({"split": str(path)}, local_dir=str(path.parent / ".shard-scratch"), options={"codec": codec, "map_size_gb": 0.25})
+        the_set = ShardedLMDBStorage(path, readonly=False, codec=codec)
+        writers = [ShardWriter(target) for _ in range(shards)]
+    with contextlib.nullcontext() if shards else LMDBStorage(path, readonly=False, map_size_gb=0.25, codec=codec) as store:
         for index in range(start, start + n):
             real = index % real_every == 0
             category, kind, method = CATALOG[0] if real else fakes[index % len(fakes)]
@@ -132,12 +143,20 @@ def build_store(
             }
             if audio:
                 sample["audio"] = audio_for(index)
-            store.store_sample(key, sample)
+            if shards:
+                writers[index % shards].add("split", key, sample)
+            else:
+                store.store_sample(key, sample)
             info.keys.append(key)
             info.labels[key] = sample["label"]
             info.categories[key] = category
             info.methods[key] = method
             info.indices[key] = index
+    if shards:
+        for writer in writers:
+            writer.seal()
+            writer.close()
+        the_set.close()
     return info
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import src.utils.lmdb_utils as lmdb_utils
+from src.data.lmdb_shards import is_shard_set
 from src.data.lmdb_storage import LMDBStorage
 from src.errors import ConfigError
 from src.utils.lmdb_utils import (
@@ -27,11 +28,16 @@ SPEC = ROOT.parent / "shared" / "spec" / "lmdb-storage.md"
 CUDA = torch.cuda.is_available()
 
 
-@pytest.fixture(scope="module")
-def spec_dir(tmp_path_factory):
-    """A working directory holding the spec's train/val stores at their documented paths."""
+@pytest.fixture(scope="module", params=["one_store", "shard_sets"])
+def spec_dir(tmp_path_factory, request):
+    """A working directory holding the spec's train/val stores at their documented paths.
+
+    Every example runs twice: on ordinary LMDB stores, and on shard sets as the
+    Ray executor writes them (``LMDBStorage(path)`` must read both).
+    """
     root = tmp_path_factory.mktemp("spec")
-    train, val = build_spec_layout(root, n_train=40, n_val=12)
+    train, val = build_spec_layout(root, n_train=40, n_val=12, shards=3 if request.param == "shard_sets" else 0)
+    assert is_shard_set(root / SPEC_TRAIN) == (request.param == "shard_sets")
     return root, train, val
 
 
