@@ -133,6 +133,7 @@ def _print_info(info: StoreInfo, same_config_as: str | None = None) -> None:
         ("dataset", info.dataset or "?"),
         ("format", f"{info.format}, format version {info.format_version}, {state}"),
         ("samples", str(info.num_samples)),
+        *([("layout", f"shard set of {info.extra_meta['num_shards']} shards (data.lmdb/shards/)")] if info.extra_meta.get("sharded") else []),
         ("size", f"{human_size(info.size_bytes)} ({info.size_bytes:,} bytes)"),
         ("codec", codec),
         ("schema", _schema_line(info.schema)),

@@ -528,6 +528,7 @@ def test_inspect_info_and_strict_verify(built, tmp_path):
     plain = run_cli("inspect_data.py", "info", str(built.sharded))
     assert plain.returncode == 0, plain.stderr
     assert f"samples      {N}" in plain.stdout and "complete" in plain.stdout and "by method" in plain.stdout
+    assert f"layout       shard set of {len(read_manifests(built.sharded))} shards" in plain.stdout
     clean = run_cli("inspect_data.py", "verify", "--strict", str(built.sharded))
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "OK" in clean.stdout
