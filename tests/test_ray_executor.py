@@ -408,3 +408,72 @@ def test_gpu_detector_actors_are_placed_on_the_gpu_node(ray_tmpdir, tmp_path):
         assert s.gpu_actors == {0, 1} and set(s.nodes.values()) == {gpu_node.node_id}
     finally:
         c.shutdown()
+
+
+IDLE_DEATH_PLUGIN = '''
+"""Loaded by the Ray actors: the first actor to sit idle for a second after a video dies (once per run), as a lost
+node would, with no call of the driver's in flight to notice it; Ray restarts it unseen."""
+import os
+import threading
+import time
+
+from src.preprocessing import pipeline
+
+_call = pipeline.VideoProcessor.__call__
+_timer = [None]
+
+
+def _die():
+    try:
+        os.close(os.open(os.environ["IDLE_DEATH_MARK"], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return
+    os._exit(9)
+
+
+def _patched(self, task):
+    if _timer[0] is not None:
+        _timer[0].cancel()
+    if "slow" in task.relpath:
+        time.sleep(5)
+    result = _call(self, task)
+    _timer[0] = threading.Timer(1.0, _die)
+    _timer[0].daemon = True
+    _timer[0].start()
+    return result
+
+
+pipeline.VideoProcessor.__call__ = _patched
+'''
+
+
+@pytest.mark.slow
+def test_an_actor_restarted_unseen_has_its_unpublished_videos_redone(ray_tmpdir, tmp_path, monkeypatch):
+    # An idle actor holding finished videos in its open shard dies and Ray restarts it before the driver calls it
+    # again: the new process's replies carry another incarnation, so the driver redoes those videos (it used to
+    # wait forever for a shard the new process never had).
+    from src.data.lmdb_shards import ShardTarget
+    from src.preprocessing.pipeline import VideoTask
+    from src.preprocessing.ray_executor import RayExecutor
+    from tests.media import make_face_video
+
+    module = f"idle_death_plugin_{os.getpid()}"
+    (tmp_path / f"{module}.py").write_text(IDLE_DEATH_PLUGIN)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO)]))
+    monkeypatch.setenv("DEEPFAKE_DATA_PLUGINS", module)
+    monkeypatch.setenv("IDLE_DEATH_MARK", str(tmp_path / "died"))
+    video = tmp_path / "v.mp4"
+    make_face_video(video, num_frames=10, size=(112, 112), face_center=(56, 56), face_size=60)
+    store = ShardedLMDBStorage(tmp_path / "train" / "data.lmdb", readonly=False)
+    target = ShardTarget(stores={"train": str(store.path)}, local_dir=str(tmp_path / "scratch"), seal_bytes=1 << 30, seal_seconds=300)
+    names = ["f1.mp4", "f2.mp4", "slow.mp4"]
+    tasks = [VideoTask(f"sample_{i + 1:06d}", "train", n, str(video), 1, 1, 0, {}) for i, n in enumerate(names)]
+    cfg = config_from_dict({**SMALL, "faces": {"detector": "haar", "image_size": 64}, "processing": {"executor": "ray", "ray_batch": 1, "max_in_flight": 1}})
+    executor = RayExecutor(cfg, workers=2, shards=target)
+    results = {r.task.relpath: r for r in executor.map(tasks)}
+    assert (tmp_path / "died").exists()  # the plugin did kill an actor
+    assert results.keys() == set(names) and all(r.status == "ok" and r.stored for r in results.values())
+    assert executor.stats.unpublished_requeued >= 1 and executor.stats.retries == 0  # redone, not charged
+    store.close()
+    with LMDBStorage(tmp_path / "train" / "data.lmdb") as reread:
+        assert reread.get_all_keys() == [t.key for t in tasks] and reread.duplicate_keys == 0

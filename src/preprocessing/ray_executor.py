@@ -58,6 +58,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -170,34 +171,36 @@ class VideoActor:
         logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
         load_plugins(plugins)
         self.processor = VideoProcessor(config)
+        #: Names this process of the actor: Ray may restart it unseen between two calls, losing its open shards.
+        self.incarnation = uuid.uuid4().hex
         self.writer = None
         if shards is not None:
             from src.data.lmdb_shards import ShardWriter
 
             self.writer = ShardWriter(shards)
 
-    def ready(self) -> tuple[str, str, list[str]]:
-        """``(host, Ray node id, GPU ids Ray gave it)`` of this actor, once its detector is loaded."""
+    def ready(self) -> tuple[str, str, list[str], str]:
+        """``(host, Ray node id, GPU ids Ray gave it, incarnation)`` of this actor, once its detector is loaded."""
         import ray
 
         context = ray.get_runtime_context()
-        return _host(), context.get_node_id(), [str(g) for g in context.get_accelerator_ids().get("GPU", [])]
+        return _host(), context.get_node_id(), [str(g) for g in context.get_accelerator_ids().get("GPU", [])], self.incarnation
 
-    def process(self, tasks: list[VideoTask]) -> tuple[list[TaskResult], list[dict[str, Any]]]:
+    def process(self, tasks: list[VideoTask]) -> tuple[list[TaskResult], list[dict[str, Any]], str]:
         """Process a batch of videos, in order (never raises for a bad video).
 
         One call per batch (``processing.ray_batch``) divides the driver's
         per-call cost by the batch size.
 
         Returns:
-            ``(results, shards published after them)``. With shards, each sample
-            is written into the open shard (``result.stored``, no sample).
+            ``(results, shards published after them, incarnation)``. With shards,
+            each sample is written into the open shard (``result.stored``, no sample).
 
         Raises:
             StorageError: Writing or publishing a shard failed (a full disk): the run stops.
         """
         results = [self.processor(task) for task in tasks] if self.writer is None else [self._store(task) for task in tasks]
-        return results, (self.seal() if self.writer is not None and self.writer.due else [])
+        return results, (self._seal() if self.writer is not None and self.writer.due else []), self.incarnation
 
     def _store(self, task: VideoTask) -> TaskResult:
         result = self.processor(task)
@@ -211,8 +214,11 @@ class VideoActor:
             result.timings["shard_write"] = time.perf_counter() - started
         return result
 
-    def seal(self) -> list[dict[str, Any]]:
-        """Seal and publish the open shards; ``{"split", "name", "keys"}`` per shard published."""
+    def seal(self) -> tuple[list[dict[str, Any]], str]:
+        """Seal and publish the open shards: ``({"split", "name", "keys"} per shard published, incarnation)``."""
+        return self._seal(), self.incarnation
+
+    def _seal(self) -> list[dict[str, Any]]:
         if self.writer is None:
             return []
         try:
@@ -278,6 +284,7 @@ class _Actor:
     backoff: float = 0.5
     error: str = ""
     held: dict = field(default_factory=dict)  # (split, key) -> TaskResult written into its open shard, not yet published
+    incarnation: str = ""  # the actor process that holds them
     sealing: Any = None  # the pending seal() call
 
 
@@ -485,11 +492,7 @@ class RayExecutor(Executor):
             if actor.sealing is not None:
                 pending.pop(actor.sealing, None)
                 actor.sealing = None
-            if actor.held:  # finished, but their shard died with the actor: redo them, uncharged
-                logger.warning("Ray actor %d died before publishing its shard: %d finished video(s) are redone", actor.index, len(actor.held))
-                self.stats.unpublished_requeued += len(actor.held)
-                requeue.extend(r.task for r in actor.held.values())
-                actor.held.clear()
+            unheld(actor, "died before publishing its shard")  # finished, but their shard died with the actor
             actor.ready, actor.ping, actor.ping_at = False, None, time.monotonic()
             self.stats.actor_failures += 1
             crashes_since_result += 1
@@ -505,6 +508,20 @@ class RayExecutor(Executor):
                 return
             requeue.extendleft(t for _, tasks in reversed(lost[1:]) for t in reversed(tasks))
             yield from lose(lost[0][1], exc)
+
+        def unheld(actor: _Actor, why: str) -> None:
+            """Redo, uncharged, the videos whose open shard was lost with an actor process."""
+            if actor.held:
+                logger.warning("Ray actor %d %s: %d finished video(s) whose shard was not published are redone", actor.index, why, len(actor.held))
+                self.stats.unpublished_requeued += len(actor.held)
+                requeue.extend(r.task for r in actor.held.values())
+                actor.held.clear()
+
+        def same_process(actor: _Actor, incarnation: str) -> None:
+            # Ray restarts a dead actor by itself; one that died idle is only noticed by the new process's replies.
+            if actor.incarnation and incarnation != actor.incarnation:
+                unheld(actor, "was restarted")
+            actor.incarnation = incarnation
 
         def release(actor: _Actor, published: list[dict[str, Any]]) -> Iterator[TaskResult]:
             for shard in published:
@@ -572,13 +589,15 @@ class RayExecutor(Executor):
                 if tasks is _SEAL:
                     actor.sealing = None
                     try:
-                        published = ray.get(ref)
+                        published, incarnation = ray.get(ref)
                     except RayActorError as exc:
                         yield from actor_down(actor, exc, None)
                         continue
                     except RayTaskError as exc:
                         raise _writer_error(exc) from exc
+                    same_process(actor, incarnation)
                     yield from release(actor, published)
+                    unheld(actor, "published its shards without them")  # never expected: redo rather than wait forever
                     continue
                 if tasks is None:  # a readiness ping
                     actor.ping = None
@@ -594,7 +613,8 @@ class RayExecutor(Executor):
                         if not self.stats.first_ready_seconds:
                             self.stats.first_ready_seconds = time.perf_counter() - started
                         restarted = bool(actor.host)
-                        (actor.host, node, gpu_ids), actor.ready, actor.backoff = host, True, 0.5
+                        (actor.host, node, gpu_ids, incarnation), actor.ready, actor.backoff = host, True, 0.5
+                        same_process(actor, incarnation)
                         self.stats.hosts.add(actor.host)
                         self.stats.nodes[actor.index] = node
                         if gpu_ids:
@@ -610,7 +630,7 @@ class RayExecutor(Executor):
                 in_flight -= 1
                 t0 = time.perf_counter()
                 try:
-                    results, published = ray.get(ref)
+                    results, published, incarnation = ray.get(ref)
                 except RayActorError as exc:  # its process or node died
                     yield from actor_down(actor, exc, (n, tasks))
                     continue
@@ -626,6 +646,7 @@ class RayExecutor(Executor):
                     continue
                 self.stats.get_seconds += time.perf_counter() - t0
                 self.stats.calls += 1
+                same_process(actor, incarnation)
                 crashes_since_result = 0
                 tokens.append(actor)
                 for result in results:
