@@ -304,6 +304,10 @@ def test_interrupted_publish_is_ignored_then_removed(built, tmp_path):
     manifest_tmp = shards / f"{names[0]}.json.4242{TMP_SUFFIX}"  # died while writing a manifest
     manifest_tmp.write_text((shards / f"{names[0]}.json").read_text().replace("sample_", "ghost_"))
     leftovers = (orphan, staging, manifest_tmp)
+    ShardedLMDBStorage(store, readonly=False, **OPTIONS).close()  # fresh leftovers may be live publishes: kept
+    assert all(path.exists() for path in leftovers)
+    for path in leftovers:  # untouched for 11 minutes: interrupted for good
+        os.utime(path, (time.time() - 660, time.time() - 660))
     with LMDBStorage(store) as reader, LMDBStorage(built.single) as ref:
         assert [m.name for m in reader.shards] == names
         assert reader.get_all_keys() == sorted(built.samples) and len(reader) == N
@@ -631,3 +635,25 @@ def test_open_shard_budget_raises_a_low_descriptor_limit():
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     raised = 4000 if hard == resource.RLIM_INFINITY else min(4000, hard)
     assert large == (min(1000, raised // 4), raised)
+
+
+def test_one_run_at_a_time_and_a_replaced_runs_shards_never_commit(tmp_path):
+    # A second driver on the same set is refused while the first holds it. Once the first is gone and a new run
+    # holds the set, a shard sealed by one of the old run's actors (a killed driver's actors may still be copying)
+    # is refused at its commit point and stays out of the set.
+    store = tmp_path / "train" / "data.lmdb"
+    extra = make_samples(2, seed=4)
+    first = ShardedLMDBStorage(store, readonly=False, **OPTIONS)
+    with pytest.raises(StorageError, match="another writer has this store open"):
+        ShardedLMDBStorage(store, readonly=False, **OPTIONS)
+    old_run = first.run_id
+    assert publish(store, tmp_path / "local", [("sample_000001", extra["sample_000000"])], run_ids={"train": old_run})
+    first.close()
+    second = ShardedLMDBStorage(store, readonly=False, **OPTIONS)
+    assert second.run_id != old_run
+    with pytest.raises(StorageError, match="now written by another run; shard .* is left unpublished"):
+        publish(store, tmp_path / "local", [("sample_000002", extra["sample_000001"])], run_ids={"train": old_run})
+    assert publish(store, tmp_path / "local", [("sample_000003", extra["sample_000001"])], run_ids={"train": second.run_id})
+    second.close()
+    with LMDBStorage(store) as reader:
+        assert reader.get_all_keys() == ["sample_000001", "sample_000003"]

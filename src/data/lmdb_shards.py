@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.data.fsio import TMP_SUFFIX, atomic_write, fsync_dir
+from src.data.fsio import TMP_SUFFIX, acquire_writer_lock, atomic_write, fsync_dir
 from src.data.lmdb_storage import LMDBStorage
 from src.data.storage import DEFAULT_INDEX_FIELDS, _merge_schema, parse_meta
 from src.errors import CorruptSampleError, StorageError
@@ -87,6 +87,8 @@ logger = logging.getLogger(__name__)
 SHARDSET_NAME = "shardset.json"
 SHARDS_DIR = "shards"
 SUMMARY_SUFFIX = ".summary"
+RUN_NAME = "run"  # the id of the run publishing into the set (see publish_shard)
+_STALE_AFTER_S = 600.0  # an unpublished leftover younger than this may be a live publish of a killed run's actor
 MANIFEST_VERSION = 1
 _WORKDIR_PREFIX = "dfshard-"
 _SHARD_COMMIT_EVERY = 8  # samples buffered in an open shard (bounded memory per worker)
@@ -210,6 +212,7 @@ def publish_shard(
     keys: Iterable[str],
     schema: Mapping[str, Any],
     summaries: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> ShardManifest:
     """Move (same file system) or copy a sealed shard into a set, then commit its manifest.
 
@@ -221,6 +224,12 @@ def publish_shard(
         schema: Its samples' array schemas.
         summaries: ``{"fields": [...], "samples": {key: summary}}``, written
             beside the manifest (before it: the manifest commits both).
+        run_id: The run this shard belongs to (:attr:`ShardedLMDBStorage.run_id`):
+            the manifest is written only while that run holds the set.
+
+    Raises:
+        StorageError: The set is now held by another run (an actor of a killed
+            or replaced driver): the shard is left unpublished.
 
     Returns:
         The manifest written.
@@ -237,6 +246,7 @@ def publish_shard(
         except OSError:
             shutil.copyfile(source, staging / "data.mdb")
         _fsync_file(staging / "data.mdb")
+        fsync_dir(staging)
         size = (staging / "data.mdb").stat().st_size
         os.rename(staging, _shard_dir(store_path, name))
     except BaseException:
@@ -245,13 +255,26 @@ def publish_shard(
     if summaries is not None:
         atomic_write(shards / f"{name}{SUMMARY_SUFFIX}", json.dumps(summaries).encode())
     fsync_dir(shards)
+    if run_id is not None:
+        try:
+            current = (store_path / RUN_NAME).read_text()
+        except OSError:
+            current = None
+        if current != run_id:
+            raise StorageError(f"{store_path}: the shard set is now written by another run; shard {name} is left unpublished")
     manifest = ShardManifest(name, tuple(sorted(keys)), size, dict(schema), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     atomic_write(shards / f"{name}.json", manifest.to_json())  # the commit point
     return manifest
 
 
-def _remove_unpublished(store_path: Path) -> int:
-    """Remove interrupted publishes (shard directories without a manifest, staging leftovers)."""
+def _remove_unpublished(store_path: Path, older_than_s: float = _STALE_AFTER_S) -> int:
+    """Remove interrupted publishes (shard directories without a manifest, staging leftovers).
+
+    Only leftovers untouched for ``older_than_s``: a younger one may belong to
+    an actor of a killed driver still copying (it will not commit: see
+    ``run_id`` in :func:`publish_shard`); readers ignore it meanwhile.
+    """
+    now = time.time()
     shards = store_path / SHARDS_DIR
     removed = 0
     try:
@@ -261,7 +284,11 @@ def _remove_unpublished(store_path: Path) -> int:
     for entry in entries:
         unpublished = entry.suffix in (".lmdb", SUMMARY_SUFFIX) and not (shards / f"{entry.stem}.json").exists()
         stale = entry.name.endswith(TMP_SUFFIX) or unpublished
-        if stale:
+        try:
+            young = now - entry.stat().st_mtime < older_than_s
+        except FileNotFoundError:
+            continue
+        if stale and not young:
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
             removed += 1
     if removed:
@@ -292,7 +319,7 @@ class ShardedLMDBStorage(LMDBStorage):
         CorruptSampleError: A damaged manifest or shard.
     """
 
-    _process_local = ("_open", "_guard", "_active")
+    _process_local = ("_open", "_guard", "_active", "_writer_lock")
 
     def __init__(
         self,
@@ -318,8 +345,14 @@ class ShardedLMDBStorage(LMDBStorage):
         self._guard: threading.Lock | None = None
         self._active: Counter[str] | None = None
         self._pid = -1
+        self._writer_lock = None
+        #: Names this write-mode opening: only shards published for it commit (:func:`publish_shard`).
+        self.run_id: str | None = None
         if not readonly:
             self.path.mkdir(parents=True, exist_ok=True)
+            self._writer_lock = acquire_writer_lock(self.path)  # one run publishes into a set at a time
+            self.run_id = uuid.uuid4().hex
+            atomic_write(self.path / RUN_NAME, self.run_id.encode())  # before any of this run's actors starts
             _remove_unpublished(self.path)
         self._scan()
         self._init_meta()
@@ -511,6 +544,9 @@ class ShardedLMDBStorage(LMDBStorage):
             for store in self._open.values():
                 store.close()
         self._open = None
+        if self._writer_lock is not None:
+            self._writer_lock.close()
+            self._writer_lock = None
 
 
 # ---------------------------------------------------------------------------- the writer side
@@ -528,6 +564,8 @@ class ShardTarget:
         options: Store options of every shard (codec, codec options, index fields, config).
         summary_fields: Publish these fields of every sample beside each manifest
             (``metadata.json``'s per-sample fields); empty: none.
+        run_ids: Split name -> the :attr:`ShardedLMDBStorage.run_id` of the
+            driver's write-mode opening; a shard commits only while it holds.
     """
 
     stores: Mapping[str, str]
@@ -536,6 +574,7 @@ class ShardTarget:
     seal_seconds: float = 300.0
     options: Mapping[str, Any] = field(default_factory=dict)
     summary_fields: tuple[str, ...] = ()
+    run_ids: Mapping[str, str] = field(default_factory=dict)
 
 
 def _try_lock(path: Path) -> Any | None:
@@ -655,7 +694,7 @@ class ShardWriter:
                 samples = {k: sample_summary(*shard.store.retrieve_metadata(k), fields) for k in shard.keys}
                 summaries = {"fields": fields, "samples": samples}
             shard.store.close(complete=True)
-            publish_shard(shard.local, self.target.stores[split], shard.name, shard.keys, schema, summaries)
+            publish_shard(shard.local, self.target.stores[split], shard.name, shard.keys, schema, summaries, self.target.run_ids.get(split))
             shutil.rmtree(shard.local, ignore_errors=True)
             del self._open[split]
             published.append({"split": split, "name": shard.name, "keys": list(shard.keys)})

@@ -236,6 +236,7 @@ def _shard_target(config: Config, stores: dict[str, Storage], spec: DatasetSpec)
         seal_seconds=p.shard_seconds,
         options=options,
         summary_fields=tuple(spec.summary_fields),
+        run_ids={split: store.run_id for split, store in stores.items() if getattr(store, "run_id", None)},
     )
 
 
