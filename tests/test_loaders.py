@@ -454,3 +454,59 @@ def test_forked_workers_leave_no_reader_slots_under_the_parents_pid(store):
     assert _reader_slots(held, os.getpid()) == before
     np.testing.assert_array_equal(held.retrieve_sample(store.keys[1])["data"], clip_for(2, store.shape))  # the parent's handle still reads
     held.close()
+
+
+def _fork_and_read(path, key) -> int:
+    """Fork; the child opens the store at ``path`` and reads ``key`` (killed if it hangs 10 s). Returns its exit code."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        import signal
+
+        signal.alarm(10)
+        try:
+            with LMDBStorage(path) as child:
+                child.retrieve_sample(key)
+            os._exit(0)
+        except BaseException:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_fork_during_a_read_leaves_the_parents_reader_slot(store):
+    # The parent forks in the middle of a read transaction (a raw_records block): closing the child's inherited
+    # copy would abort that transaction there and clear the parent's slot in the shared lock table, so the child
+    # borrows the inherited handle instead; the parent's snapshot stays registered.
+    held = LMDBStorage(store.path)
+    with held.raw_records([store.keys[0]]) as (buf,):
+        before = _reader_slots(held, os.getpid())
+        assert before >= 1
+        assert _fork_and_read(store.path, store.keys[1]) == 0
+        assert _reader_slots(held, os.getpid()) >= before
+        assert bytes(buf[:4]) == b"DFR\x01"
+    held.close()
+
+
+def test_a_fork_during_a_write_does_not_hang_the_child(tmp_path):
+    # Another thread of the parent is inside a write transaction when it forks: the child must not wait on the
+    # write lock of a thread it does not have (closing the inherited copy would), and still reads.
+    import threading
+
+    info = build_store(tmp_path / "data.lmdb", 4)
+    writer = LMDBStorage(info.path, readonly=False)
+    entered, leave = threading.Event(), threading.Event()
+
+    def hold_a_write() -> None:
+        with writer._begin(write=True):
+            entered.set()
+            leave.wait(30)
+
+    thread = threading.Thread(target=hold_a_write)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        assert _fork_and_read(info.path, info.keys[0]) == 0  # 0, not killed by its alarm
+    finally:
+        leave.set()
+        thread.join()
+    writer.close(complete=True)

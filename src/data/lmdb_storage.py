@@ -67,13 +67,35 @@ class _SharedEnv:
     refs: int = 0
     dbs: dict[bytes, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    active: int = 0  # transactions open now (a fork copies the count: see open_environment)
+    borrowed: bool = False  # an inherited environment read in a forked child, never closed there
+
+
+class _Txn:
+    """A transaction counted in its environment's ``active`` while its ``with`` block runs."""
+
+    __slots__ = ("shared", "txn")
+
+    def __init__(self, shared: _SharedEnv, txn: lmdb.Transaction) -> None:
+        self.shared, self.txn = shared, txn
+
+    def __enter__(self) -> lmdb.Transaction:
+        with self.shared.lock:
+            self.shared.active += 1
+        return self.txn.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self.txn.__exit__(*exc)
+        finally:
+            with self.shared.lock:
+                self.shared.active -= 1
 
 
 _ENVS: dict[str, _SharedEnv] = {}
 _ENVS_LOCK = threading.Lock()
-# Environments inherited through fork: kept referenced in the child until it opens the same
-# store, which closes the inherited copy first (see open_environment); never garbage-collected
-# at random there.
+# Environments inherited through fork: kept referenced in the child (never garbage-collected
+# at random there); see open_environment for when the child closes its copy.
 _INHERITED: list[_SharedEnv] = []
 
 
@@ -129,21 +151,30 @@ def open_environment(
                 env = _open_lmdb(p, readonly, int(map_size_gb * _GB), max_readers, lock, readahead)
             except lmdb.Error as exc:
                 # A forked child: py-lmdb refuses a second open while the parent's handle,
-                # inherited, is open here. Reading through that handle would register reader
-                # slots under the parent's pid, which no reader_check reclaims while the parent
-                # lives (a leak that ends in ReadersFullError). So this process closes its copy
-                # and opens its own: LMDB's close clears only the slots of getpid(), fcntl locks
-                # are not inherited and the unmap is this process's, so the parent is untouched.
+                # inherited, is open here. Reading through that handle registers reader slots
+                # under the parent's pid, which no reader_check reclaims while the parent lives
+                # (a leak that ends in ReadersFullError). When no transaction was open at the
+                # fork, closing the child's copy touches nothing of the parent's (LMDB clears
+                # only getpid()'s slots, fcntl locks are not inherited, the unmap is this
+                # process's), so the child closes it and opens its own. A transaction open at
+                # the fork would be aborted by that close, clearing the parent's reader slot
+                # (or, for a write, wait forever on its lock): then the child borrows the
+                # inherited handle for reading, as before.
                 inherited = _inherited_env(real)
-                if inherited is None:
+                if inherited is None or (inherited.active and not readonly):
                     raise StorageError(f"{p}: cannot open LMDB environment: {exc}") from exc
-                _INHERITED.remove(inherited)
-                inherited.env.close()
-                try:
-                    env = _open_lmdb(p, readonly, int(map_size_gb * _GB), max_readers, lock, readahead)
-                except lmdb.Error as again:
-                    raise StorageError(f"{p}: cannot open LMDB environment: {again}") from again
-            shared = _SharedEnv(env=env, pid=pid, readonly=readonly)
+                if inherited.active:
+                    env = None
+                    shared = _SharedEnv(env=inherited.env, pid=pid, readonly=True, dbs=dict(inherited.dbs), borrowed=True)
+                else:
+                    _INHERITED.remove(inherited)
+                    inherited.env.close()
+                    try:
+                        env = _open_lmdb(p, readonly, int(map_size_gb * _GB), max_readers, lock, readahead)
+                    except lmdb.Error as again:
+                        raise StorageError(f"{p}: cannot open LMDB environment: {again}") from again
+            if env is not None:
+                shared = _SharedEnv(env=env, pid=pid, readonly=readonly)
             _ENVS[real] = shared
         shared.refs += 1
         return shared
@@ -159,7 +190,8 @@ def release_environment(shared: _SharedEnv) -> None:
             for real, other in list(_ENVS.items()):
                 if other is shared:
                     del _ENVS[real]
-            shared.env.close()
+            if not shared.borrowed:
+                shared.env.close()
 
 
 def _inherited_env(real: str) -> _SharedEnv | None:
@@ -275,13 +307,13 @@ class LMDBStorage(Storage):
                     shared.dbs[name] = db
         return db
 
-    def _begin(self, write: bool = False, db: Any = None) -> lmdb.Transaction:
-        env = self._connect().env
+    def _begin(self, write: bool = False, db: Any = None) -> _Txn:
+        shared = self._connect()
         try:
-            return env.begin(write=write, db=db, buffers=not write)
+            return _Txn(shared, shared.env.begin(write=write, db=db, buffers=not write))
         except lmdb.MapResizedError:
-            env.set_mapsize(0)  # adopt the size another process grew the map to
-            return env.begin(write=write, db=db, buffers=not write)
+            shared.env.set_mapsize(0)  # adopt the size another process grew the map to
+            return _Txn(shared, shared.env.begin(write=write, db=db, buffers=not write))
 
     # ------------------------------------------------------------------ primitives
 
@@ -476,7 +508,7 @@ class LMDBStorage(Storage):
         self._index_dbs()
         while True:
             try:
-                with env.begin(write=True) as txn:
+                with self._begin(write=True) as txn:
                     self._put_all(txn, records, meta)
                 self._last_key = self._pending_last
                 return
