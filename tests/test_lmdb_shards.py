@@ -657,3 +657,38 @@ def test_one_run_at_a_time_and_a_replaced_runs_shards_never_commit(tmp_path):
     second.close()
     with LMDBStorage(store) as reader:
         assert reader.get_all_keys() == ["sample_000001", "sample_000003"]
+
+
+def test_writers_starting_together_never_remove_each_other(tmp_path):
+    # Each writer sweeps the node's dead work directories as it starts. A directory is created and locked under a
+    # name the sweep skips, then renamed, so no writer ever sees another's unlocked (it used to remove a directory
+    # created a moment earlier, failing that actor's start).
+    import threading
+
+    store = tmp_path / "train" / "data.lmdb"
+    local = tmp_path / "local"
+    setting_up = local / ".dfshard-new-inprogress"  # a writer between creating and renaming its directory
+    setting_up.mkdir(parents=True)
+    abandoned = local / ".dfshard-new-abandoned"  # one that died there, long ago
+    abandoned.mkdir()
+    os.utime(abandoned, (time.time() - 660, time.time() - 660))
+    writers: list[ShardWriter] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            writers.append(new_writer(store, local))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(writers) == 12
+    assert all(w.workdir.is_dir() and (w.workdir / "lock").exists() for w in writers)
+    assert setting_up.is_dir() and not abandoned.exists()
+    for writer in writers:
+        writer.close()
+    assert sorted(p.name for p in local.iterdir()) == [setting_up.name]

@@ -91,6 +91,7 @@ RUN_NAME = "run"  # the id of the run publishing into the set (see publish_shard
 _STALE_AFTER_S = 600.0  # an unpublished leftover younger than this may be a live publish of a killed run's actor
 MANIFEST_VERSION = 1
 _WORKDIR_PREFIX = "dfshard-"
+_NEW_WORKDIR_PREFIX = ".dfshard-new-"  # created and locked under this name, then renamed: never seen unlocked
 _SHARD_COMMIT_EVERY = 8  # samples buffered in an open shard (bounded memory per worker)
 
 
@@ -594,13 +595,22 @@ def remove_stale_workdirs(root: str | os.PathLike) -> int:
         How many were removed.
     """
     removed = 0
+    now = time.time()
     try:
-        entries = [p for p in Path(root).iterdir() if p.name.startswith(_WORKDIR_PREFIX) and p.is_dir()]
+        entries = [p for p in Path(root).iterdir() if p.name.startswith((_WORKDIR_PREFIX, _NEW_WORKDIR_PREFIX)) and p.is_dir()]
     except FileNotFoundError:
         return 0
     for entry in entries:
-        lock = _try_lock(entry / "lock") if (entry / "lock").exists() else None
-        if lock is None and (entry / "lock").exists():
+        if entry.name.startswith(_NEW_WORKDIR_PREFIX):  # being set up, or a writer died doing so
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat().st_mtime > _STALE_AFTER_S:
+                    shutil.rmtree(entry, ignore_errors=True)
+            continue
+        try:
+            lock = _try_lock(entry / "lock")  # every published work directory has its lock file
+        except FileNotFoundError:
+            continue  # removed meanwhile
+        if lock is None:
             continue  # a live writer
         try:
             shutil.rmtree(entry, ignore_errors=True)
@@ -651,8 +661,11 @@ class ShardWriter:
         root = Path(target.local_dir or tempfile.gettempdir())
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_workdirs(root)
-        self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX, dir=root))
-        self._lock = _try_lock(self.workdir / "lock")
+        # Locked before it gets the name the sweep looks at, so no other writer ever sees it unlocked.
+        new = Path(tempfile.mkdtemp(prefix=_NEW_WORKDIR_PREFIX, dir=root))
+        self._lock = _try_lock(new / "lock")
+        self.workdir = root / (_WORKDIR_PREFIX + new.name[len(_NEW_WORKDIR_PREFIX):])
+        os.rename(new, self.workdir)
         self._open: dict[str, _OpenShard] = {}
         self._opened_at: float | None = None
 
