@@ -322,7 +322,9 @@ class ProcessingConfig:
             ``output.format: lmdb``, else driver.
         shard_dir: Node-local scratch directory for open shards (``null``: the
             system temp dir of each node). Never a network file system.
-        shard_mb: Seal and publish a shard once it holds this many megabytes.
+        shard_mb: Seal and publish a shard once its samples' arrays reach this
+            many megabytes (raw, before the codec: with jpeg or zstd the shard
+            on disk is smaller).
         shard_seconds: ... or once it has been open this long (bounds the work a
             killed driver loses).
     """

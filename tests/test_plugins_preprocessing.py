@@ -74,3 +74,21 @@ def test_a_catalogs_spec_drives_label_policies_and_metadata_json(demo_root, tmp_
         assert list(doc["counts"]) == ["method"]
     finally:
         CATALOGS.unregister("mini_spec")
+
+
+def test_an_executor_taking_only_config_and_workers_still_builds():
+    # Executors written before the shard writers took (config, workers): make_executor passes shards only when set.
+    from src.config import config_from_dict
+    from src.preprocessing.executors import make_executor
+    from src.preprocessing.registries import EXECUTORS
+
+    class TwoArgs:
+        def __init__(self, config, workers):
+            self.config, self.workers = config, workers
+
+    EXECUTORS.register("two_args_test")(TwoArgs)
+    try:
+        made = make_executor(config_from_dict({"processing": {"executor": "two_args_test", "workers": 3}}))
+        assert isinstance(made, TwoArgs) and made.workers == 3
+    finally:
+        EXECUTORS.unregister("two_args_test")

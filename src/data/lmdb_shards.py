@@ -297,6 +297,16 @@ def _remove_unpublished(store_path: Path, older_than_s: float = _STALE_AFTER_S) 
     return removed
 
 
+@dataclass
+class _SetView:
+    """What a shard set held at one scan: manifests by name, key -> manifest index, duplicates."""
+
+    manifests: list[ShardManifest]
+    where: dict[str, int]
+    duplicates: int
+    sorted_keys: list[str] | None = None
+
+
 class ShardedLMDBStorage(LMDBStorage):
     """A shard set read (or, by its run's driver, opened for its metadata) as one LMDB store.
 
@@ -370,10 +380,21 @@ class ShardedLMDBStorage(LMDBStorage):
                     duplicates += 1
                 else:
                     where[key] = i
-        self._manifests, self._where = manifests, where
-        self._sorted: list[str] | None = None
-        #: Keys held by more than one shard (a retried video); the first shard's copy is read.
-        self.duplicate_keys = duplicates
+        # One object, swapped whole: a reader thread never pairs new manifests with old positions.
+        self._view = _SetView(manifests, where, duplicates)
+
+    @property
+    def _manifests(self) -> list[ShardManifest]:
+        return self._view.manifests
+
+    @property
+    def _where(self) -> dict[str, int]:
+        return self._view.where
+
+    @property
+    def duplicate_keys(self) -> int:
+        """Keys held by more than one shard (a retried video); the first shard's copy is read."""
+        return self._view.duplicates
 
     def refresh(self) -> None:
         """Re-read the manifests (see shards a running job published since this store was opened)."""
@@ -401,14 +422,17 @@ class ShardedLMDBStorage(LMDBStorage):
             records instead).
         """
         self._check_open()
-        manifests, where = self._manifests, self._where
+        view = self._view
+        manifests, where = view.manifests, view.where
         out: dict[str, dict[str, Any]] = {}
         for i, manifest in enumerate(manifests):
             try:
                 body = json.loads((self.path / SHARDS_DIR / f"{manifest.name}{SUMMARY_SUFFIX}").read_bytes())
             except (OSError, ValueError):
                 return None
-            samples = body.get("samples") if isinstance(body, dict) else None
+            if not isinstance(body, dict):
+                return None
+            samples = body.get("samples")
             if body.get("fields") != list(fields) or not isinstance(samples, dict) or set(samples) != set(manifest.keys):
                 return None
             out.update((k, v) for k, v in samples.items() if where.get(k) == i)
@@ -452,15 +476,17 @@ class ShardedLMDBStorage(LMDBStorage):
         raise StorageError(f"{self.path}: a shard set has no single LMDB environment; read it through the Storage API")
 
     def _keys(self) -> list[str]:
-        if self._sorted is None:
-            self._sorted = sorted(self._where)
-        return list(self._sorted)
+        view = self._view
+        if view.sorted_keys is None:
+            view.sorted_keys = sorted(view.where)
+        return list(view.sorted_keys)
 
     @contextlib.contextmanager
     def raw_records(self, keys: Sequence[str]) -> Iterator[list[memoryview | None]]:
         """The records of ``keys`` as buffers into the shards' memory maps (valid inside the block)."""
         self._check_open()
-        manifests, where = self._manifests, self._where  # one view of the set, even if refresh() runs meanwhile
+        view = self._view  # one view of the set, even if refresh() runs meanwhile
+        manifests, where = view.manifests, view.where
         out: list[memoryview | None] = [None] * len(keys)
         groups: dict[int, list[int]] = {}
         for i, key in enumerate(keys):
@@ -515,7 +541,8 @@ class ShardedLMDBStorage(LMDBStorage):
         super().close(complete)
 
     def _query_field(self, field: str, value: str) -> list[str]:
-        manifests, where = self._manifests, self._where
+        view = self._view
+        manifests, where = view.manifests, view.where
         out: list[str] = []
         for index, manifest in enumerate(manifests):
             store = self._acquire(manifest)
@@ -526,7 +553,8 @@ class ShardedLMDBStorage(LMDBStorage):
         return out
 
     def _index_counts(self, field: str) -> dict[str, int]:
-        manifests, where, duplicates = self._manifests, self._where, self.duplicate_keys
+        view = self._view
+        manifests, where, duplicates = view.manifests, view.where, view.duplicates
         counts: Counter[str] = Counter()
         for index, manifest in enumerate(manifests):
             store = self._acquire(manifest)
@@ -629,6 +657,7 @@ class _OpenShard:
     local: Path
     store: LMDBStorage
     keys: list[str] = field(default_factory=list)
+    keyset: set[str] = field(default_factory=set)
     bytes: int = 0
 
 
@@ -680,7 +709,9 @@ class ShardWriter:
             shard = self._open[split] = _OpenShard(name, local, store)
             self._opened_at = self._opened_at or time.monotonic()
         shard.store.store_sample(key, sample)
-        shard.keys.append(key)
+        if key not in shard.keyset:  # the same actor redoing a video overwrites its record: listed once
+            shard.keyset.add(key)
+            shard.keys.append(key)
         shard.bytes += sum(int(getattr(sample.get(n), "nbytes", 0)) for n in ("data", "audio"))
 
     @property

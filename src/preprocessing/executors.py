@@ -206,6 +206,8 @@ def make_executor(config: Config, workers: int | None = None, shards: ShardTarge
         ConfigError: Unknown executor name, or one that cannot write shards.
     """
     executor = EXECUTORS.get(config.processing.executor)
+    if shards is None:  # executors from plugins may take (config, workers) only
+        return executor(config, workers or config.processing.num_workers)
     return executor(config, workers or config.processing.num_workers, shards)
 
 

@@ -9,13 +9,14 @@ different settings is refused instead of mixing two kinds of samples.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,11 @@ def _open_stores(root: Path, config: Config, fingerprint: str, overwrite: bool) 
     return stores
 
 
+def _each(results: Iterable[TaskResult]) -> Iterator[TaskResult]:
+    """``results`` as a generator, whose ``close()`` closes theirs if they have one (``yield from`` does)."""
+    yield from results
+
+
 def _shard_target(config: Config, stores: dict[str, Storage], spec: DatasetSpec) -> ShardTarget:
     """Where the workers write their shards: the split stores (shard sets), with the stores' own options."""
     lm, p = config.output.lmdb, config.processing
@@ -321,25 +327,27 @@ def run_preprocessing(
         stage = Counter()
         done = 0
         executor = make_executor(config, shards=_shard_target(config, stores, spec) if config.writes_shards else None)
-        for result in executor.map(todo):
-            done += 1
-            stage.update(result.timings)
-            entry = {"video_path": result.task.relpath, "split": result.task.split, "key": result.task.key, "reason": result.error}
-            if result.status == "ok" and result.stored:  # the worker published it into a shard
-                report.stored += 1
-            elif result.status == "ok":
-                try:
-                    stores[result.task.split].store_sample(result.task.key, result.sample)
-                except OSError as exc:
-                    raise StorageError(f"writing {result.task.key} to the {result.task.split} store failed: {exc}") from exc
-                report.stored += 1
-            elif result.status == "skipped":
-                report.skipped_no_face.append(entry)
-            else:
-                report.failed.append(entry)
-                logger.warning("%s: %s", result.task.relpath, result.error)
-            if progress is not None:
-                progress(ProgressEvent(done, len(todo), len(report.failed), result))
+        # closing() ends the executor (its workers, its Ray actors) before the stores close, on any error too
+        with contextlib.closing(_each(executor.map(todo))) as results:
+            for result in results:
+                done += 1
+                stage.update(result.timings)
+                entry = {"video_path": result.task.relpath, "split": result.task.split, "key": result.task.key, "reason": result.error}
+                if result.status == "ok" and result.stored:  # the worker published it into a shard
+                    report.stored += 1
+                elif result.status == "ok":
+                    try:
+                        stores[result.task.split].store_sample(result.task.key, result.sample)
+                    except OSError as exc:
+                        raise StorageError(f"writing {result.task.key} to the {result.task.split} store failed: {exc}") from exc
+                    report.stored += 1
+                elif result.status == "skipped":
+                    report.skipped_no_face.append(entry)
+                else:
+                    report.failed.append(entry)
+                    logger.warning("%s: %s", result.task.relpath, result.error)
+                if progress is not None:
+                    progress(ProgressEvent(done, len(todo), len(report.failed), result))
         report.stage_seconds = {k: round(v, 3) for k, v in stage.items()}
         report.workers = executor.workers_used
         complete = True
