@@ -88,6 +88,7 @@ from src.config import config_from_dict  # noqa: E402
 from src.data import open_storage  # noqa: E402
 from src.data.lmdb_shards import is_shard_set, read_manifests  # noqa: E402
 from src.data.storage import DEFAULT_STORE_NAMES  # noqa: E402
+from src.datasets.catalog import catalog_spec  # noqa: E402
 from src.preprocessing import ray_executor  # noqa: E402  (imports no ray)
 from src.preprocessing.executors import ProcessExecutor  # noqa: E402
 from src.preprocessing.pipeline import TaskResult, VideoProcessor, VideoTask  # noqa: E402
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--shard-mb", type=float, default=None, help="processing.shard_mb of the shards runs (default: the config's)")
+    parser.add_argument("--ray-batch", type=int, default=None, help="processing.ray_batch of the Ray runs (default: the config's, null: from the actors)")
     parser.add_argument("--quick", action="store_true", help="16 rows of 3 videos of 1 s, 1 repeat (a smoke run)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -333,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         def config(out: str = "out", **processing):
             if processing.get("executor") == "ray":
                 processing = {**processing, **(shard_options if processing.get("ray_write") == "shards" else {})}
+                if args.ray_batch is not None:
+                    processing["ray_batch"] = args.ray_batch
             return config_from_dict({"dataset": {"input_dir": str(root)}, "output": {"dir": str(tmp / out)}, "processing": processing})
 
         # The clip on the wire, and the writer alone.
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = config(out=f"alone_{mode}", executor="ray", workers=w, ray_write=mode)
             stores = _open_stores(Path(cfg.output.dir) / "alone", cfg, "bench_ray", overwrite=True) if mode == "shards" else {}
             try:
-                ray_exec = ray_executor.RayExecutor(cfg, w, shards=_shard_target(cfg, stores) if stores else None)
+                ray_exec = ray_executor.RayExecutor(cfg, w, shards=_shard_target(cfg, stores, catalog_spec(cfg.dataset.name)) if stores else None)
                 alone[mode] = executor_only(ray_exec, tasks)
             finally:
                 for store in stores.values():
@@ -396,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend((name, k, v, UNITS[k]) for k, v in metrics.items())
 
         # Bytes per video to the driver, per mode.
-        batch = int(getattr(config().processing, "ray_batch", 0))  # 0: this checkout sends one video per actor call
+        batch = ray_executor.videos_per_call(config(executor="ray", workers=w).processing.ray_batch, w)
         driver_bytes, shard_result_bytes, publish_bytes = wire_bytes(results[0], batch, med[local["shards"]].get("samples_per_shard", 1.0))
         rows.append(("to_driver_driver", "bytes_per_video", driver_bytes, "bytes"))
         rows.append(("to_driver_shards", "result_bytes", shard_result_bytes, "bytes"))
