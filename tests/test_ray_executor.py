@@ -383,9 +383,9 @@ def test_actor_resources_ask_for_a_gpu_share_when_the_detector_wants_one():
 
 @pytest.mark.slow
 def test_gpu_detector_actors_are_placed_on_the_gpu_node(ray_tmpdir, tmp_path):
-    # Ray schedules on declared resources: a node declaring one GPU is a GPU node to it. MTCNN's actors ask for a
-    # quarter GPU each, so they all land there (as many as its CPUs allow), get a GPU id from Ray, and run (on
-    # this machine's CPU, since torch finds no CUDA device behind the id).
+    # Ray schedules on declared resources: a node declaring one GPU is a GPU node to it. MTCNN's GPU actors ask for
+    # a quarter GPU each, so they land there (as many as its CPUs allow) and get a GPU id from Ray; the remaining
+    # CPUs get CPU actors. All run (on this machine's CPU, since torch finds no CUDA device behind the id).
     from ray.cluster_utils import Cluster
 
     from src.preprocessing.pipeline import VideoTask
@@ -398,14 +398,17 @@ def test_gpu_detector_actors_are_placed_on_the_gpu_node(ray_tmpdir, tmp_path):
     try:
         video = tmp_path / "v.mp4"
         make_face_video(video, num_frames=10, size=(112, 112), face_center=(56, 56), face_size=60)
-        tasks = [VideoTask(f"sample_{i + 1:06d}", "train", f"v{i}.mp4", str(video), 1, 1, 0, {}) for i in range(4)]
+        tasks = [VideoTask(f"sample_{i + 1:06d}", "train", f"v{i}.mp4", str(video), 1, 1, 0, {}) for i in range(6)]
         cfg = config_from_dict({**SMALL, "faces": {"detector": "mtcnn", "image_size": 64}, "processing": {"executor": "ray", "ray_address": c.address}})
         executor = RayExecutor(cfg, workers=1)
         results = list(executor.map(tasks))
         assert sorted(r.task.key for r in results) == [t.key for t in tasks] and all(r.status == "ok" for r in results)
         s = executor.stats
-        assert s.actors == 2  # 3 CPUs in the cluster, but only the GPU node's 2 can hold an MTCNN actor
-        assert s.gpu_actors == {0, 1} and set(s.nodes.values()) == {gpu_node.node_id}
+        # 3 CPUs in the cluster: the GPU node's 2 hold GPU actors, the head's one a CPU actor (MTCNN runs there too)
+        assert s.actors == 3 and s.actor_gpus == [0.25, 0.25, 0.0]
+        assert s.gpu_actors and s.gpu_actors <= {0, 1}  # those that got ready before the six videos were done
+        assert all((s.nodes[i] == gpu_node.node_id) == (i in (0, 1)) for i in s.nodes)
+        assert all((i in s.gpu_actors) == (i in (0, 1)) for i in s.nodes)
     finally:
         c.shutdown()
 

@@ -249,7 +249,8 @@ class RayStats:
         actor_failures: Actor deaths seen (process or node lost).
         retries: Videos charged a retry.
         nodes: Actor index -> the Ray node id it last started on.
-        gpu_actors: Actors that were given a GPU.
+        gpu_actors: Actors that were given a GPU (seen once ready).
+        actor_gpus: The GPU share each actor asked for.
         shards: Shards published (``ray_write: shards``).
         unpublished_requeued: Finished videos redone because their actor died before publishing their shard.
     """
@@ -260,6 +261,7 @@ class RayStats:
     hosts: set[str] = field(default_factory=set)
     nodes: dict[int, str] = field(default_factory=dict)
     gpu_actors: set[int] = field(default_factory=set)
+    actor_gpus: list[float] = field(default_factory=list)
     calls: int = 0
     videos_per_call: int = 1
     results: int = 0
@@ -399,28 +401,38 @@ class RayExecutor(Executor):
     def _create_actors(self, ray: Any) -> list[_Actor]:
         cluster = ray.cluster_resources()
         resources = actor_resources(self.config, float(cluster.get("GPU", 0)))
+        needs_gpu = bool(getattr(DETECTORS.get(self.config.faces.detector), "num_gpus", 0))
         count = self.workers
         if self.address is not None and self.config.processing.workers is None:
             count = max(1, int(cluster.get("CPU", 1)))
-        if resources["num_gpus"] > 0:  # as many actors as fit where a CPU and the GPU share are on one node
+        on_gpu = 0
+        if resources["num_gpus"] > 0:  # as many GPU actors as fit where a CPU and the GPU share are on one node
             share = resources["num_gpus"]
             fit = sum(
                 min(int(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0) / share + 1e-9))
                 for n in ray.nodes() if n.get("Alive")
             )
-            if fit < 1:
+            if fit < 1 and needs_gpu:
                 raise DeepfakeDataError(
                     f"faces.detector {self.config.faces.detector!r} needs {share:g} GPU per actor; no node of the Ray cluster "
                     f"has a CPU and that much GPU (cluster: {cluster.get('GPU', 0):g} GPU)"
                 )
-            count = min(count, fit)
+            on_gpu = min(count, fit)
+            if needs_gpu:
+                count = on_gpu
+            # A detector that also runs on the CPU fills the other CPUs with CPU actors.
         if count > cluster.get("CPU", 0):
             logger.warning("%d Ray actors asked for, but the cluster has %g CPUs: the others wait for nodes", count, cluster.get("CPU", 0))
-        remote = ray.remote(VideoActor).options(**resources, max_restarts=-1, max_task_retries=0)
+        options = dict(max_restarts=-1, max_task_retries=0)
+        gpu_remote = ray.remote(VideoActor).options(**resources, **options)
+        cpu_remote = ray.remote(VideoActor).options(num_cpus=1, num_gpus=0, **options)
         level = logging.getLogger().getEffectiveLevel()
         plugins = os.environ.get(PLUGINS_ENV, "")
         self.stats.actors = self.workers_used = count
-        return [_Actor(i, remote.remote(self.config, level, plugins, self.shards)) for i in range(count)]
+        self.stats.actor_gpus = [resources["num_gpus"] if i < on_gpu else 0.0 for i in range(count)]
+        if on_gpu:
+            logger.info("Ray: %d of %d actors with %g GPU each", on_gpu, count, resources["num_gpus"])
+        return [_Actor(i, (gpu_remote if i < on_gpu else cpu_remote).remote(self.config, level, plugins, self.shards)) for i in range(count)]
 
     # ------------------------------------------------------------------ the loop
 
