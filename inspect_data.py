@@ -4,9 +4,12 @@
     python inspect_data.py info    data/processed/FakeAVCeleb_v1.2
     python inspect_data.py verify  data/processed/FakeAVCeleb_v1.2/train --strict
     python inspect_data.py preview data/processed/FakeAVCeleb_v1.2/train/data.lmdb --out train.png
+    python inspect_data.py compact data/processed/FakeAVCeleb_v1.2
 
 PATH is a store (data.lmdb, data.h5, data.numpy, data.torch), a split
 directory holding one, or a dataset output root (every split found is used).
+compact rewrites each shard set found (written by the Ray executor's actors)
+as one ordinary LMDB store, byte for byte; other stores are left alone.
 Exit status: 0 when everything is fine, 1 when a store is damaged, incomplete
 under --strict, or cannot be opened, 2 when PATH holds no store or an argument
 is invalid.
@@ -22,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-from src.errors import StorageError
+from src.errors import DeepfakeDataError, StorageError
 from src.inspect.info import LABEL_NAMES, StoreInfo, collect_info, compact_config, find_dataset_stores, summarize_datasets
 from src.inspect.stores import StoreTarget, human_size, one_line, open_checked
 from src.inspect.verify import VerifyReport, verify_store
@@ -42,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1]
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{info,verify,preview}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{info,verify,preview,compact}")
 
     info = commands.add_parser("info", help="format, counts, schema, codec, size, completeness and config (no sample is decoded)")
     info.add_argument("path", help="a store, a split directory or a dataset output root")
@@ -66,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     preview.add_argument("--frames", type=_positive, default=8, help="evenly spaced frames per row (default: 8)")
     preview.add_argument("--tile", type=_positive, default=128, help="side of each frame's tile in pixels (default: 128)")
     preview.add_argument("--landmarks", action="store_true", help="draw the stored face landmarks (frames without a face are always marked)")
+
+    compact = commands.add_parser("compact", help="rewrite each shard set as one ordinary LMDB store (records byte for byte)")
+    compact.add_argument("path", help="a store, a split directory or a dataset output root")
     return parser.parse_args(argv)
 
 
@@ -284,7 +290,25 @@ def _run_preview(targets: list[StoreTarget], args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- main
 
-_COMMANDS = {"info": _run_info, "verify": _run_verify, "preview": _run_preview}
+def _run_compact(targets: list[StoreTarget], args: argparse.Namespace) -> int:
+    from src.data.lmdb_shards import compact_shard_set, is_shard_set
+
+    status = EXIT_OK
+    for target in targets:
+        if not is_shard_set(target.path):
+            print(f"{target.name}: not a shard set, left as it is")
+            continue
+        try:
+            copied = compact_shard_set(target.path)
+        except DeepfakeDataError as exc:
+            _error(f"{target.name}: {one_line(exc)}")
+            status = EXIT_BAD
+            continue
+        print(f"{target.name}: {copied} records now in one LMDB store")
+    return status
+
+
+_COMMANDS = {"info": _run_info, "verify": _run_verify, "preview": _run_preview, "compact": _run_compact}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,13 +51,14 @@ from src.data.lmdb_shards import (
     ShardedLMDBStorage,
     ShardTarget,
     ShardWriter,
+    compact_shard_set,
     is_shard_set,
     read_manifests,
     remove_stale_workdirs,
 )
 from src.data.lmdb_storage import LMDBStorage
 from src.data.storage import detect_format
-from src.errors import CorruptSampleError, StorageError
+from src.errors import CorruptSampleError, IncompleteStoreError, StorageError
 from src.utils.lmdb_utils import create_data_loader
 from tests.conftest import REPO, run_cli
 from tests.storage_helpers import assert_sample_equal, flip_byte, make_samples, payload_location
@@ -692,3 +693,45 @@ def test_writers_starting_together_never_remove_each_other(tmp_path):
     for writer in writers:
         writer.close()
     assert sorted(p.name for p in local.iterdir()) == [setting_up.name]
+
+
+# ----------------------------------------------------------------------------- compaction
+
+
+def test_compact_rewrites_a_set_as_one_store_byte_for_byte(built, tmp_path):
+    store = copy_set(built.sharded, tmp_path)
+    with LMDBStorage(store) as before:
+        schema, config, created = before.meta["schema"], before.meta.get("config"), before.meta["created"]
+    out = run_cli("inspect_data.py", "compact", str(store.parent.parent))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"train/data.lmdb: {N} records now in one LMDB store" in out.stdout
+    assert not is_shard_set(store) and (store / "data.mdb").exists()
+    assert sorted(p.name for p in store.parent.iterdir()) == ["data.lmdb"]  # no temporary or old copy left
+    with LMDBStorage(store) as compacted, LMDBStorage(built.single) as ref:
+        assert not isinstance(compacted, ShardedLMDBStorage) and compacted.is_complete
+        keys = ref.get_all_keys()
+        assert compacted.get_all_keys() == keys
+        assert records(compacted, keys) == records(ref, keys)  # the same bytes as a store written directly
+        for name in ("label", "category", "method"):
+            assert compacted.index_counts(name) == ref.index_counts(name)
+        assert compacted.query(category="B") == ref.query(category="B") != []
+        assert compacted.meta["schema"] == schema and compacted.meta.get("config") == config and compacted.meta["created"] == created
+    again = run_cli("inspect_data.py", "compact", str(store))
+    assert again.returncode == 0 and "not a shard set, left as it is" in again.stdout
+
+
+def test_compact_refuses_a_set_in_use_incomplete_or_damaged(built, tmp_path):
+    store = copy_set(built.sharded, tmp_path)
+    writer = ShardedLMDBStorage(store, readonly=False, **OPTIONS)  # a run publishing into it
+    with pytest.raises(StorageError, match="another writer has this store open"):
+        compact_shard_set(store)
+    writer.close(complete=False)
+    with pytest.raises(IncompleteStoreError, match="finish or resume its run"):
+        compact_shard_set(store)
+    ShardedLMDBStorage(store, readonly=False, **OPTIONS).close()  # the run resumed and completed
+    shard = read_manifests(store)[2]
+    flip_byte(*payload_location(store / SHARDS_DIR / f"{shard.name}.lmdb", "lmdb", shard.keys[0]))
+    with pytest.raises(CorruptSampleError):
+        compact_shard_set(store)
+    assert is_shard_set(store) and len(LMDBStorage(store)) == N  # nothing replaced
+    assert not store.with_name("data.lmdb.compact.tmp").exists()

@@ -35,6 +35,9 @@ Layout::
 * **Duplicates**: a video retried after its worker died may sit in two
   shards (the same bytes); the shard with the lowest name wins and
   :attr:`ShardedLMDBStorage.duplicate_keys` counts the others.
+* **Compaction**: :func:`compact_shard_set` (``inspect_data.py compact``)
+  copies a finished set's records, byte for byte, into one ordinary LMDB
+  store at the same path, for tools that expect a single environment.
 * **Node-local writes**: shards are written on local disk
   (:class:`ShardWriter`, ``processing.shard_dir``), never on a network file
   system; a published shard is only read, so a shared file system may hold the
@@ -74,6 +77,7 @@ __all__ = [
     "ShardTarget",
     "ShardWriter",
     "ShardedLMDBStorage",
+    "compact_shard_set",
     "is_shard_set",
     "open_shard_budget",
     "publish_shard",
@@ -755,3 +759,76 @@ class ShardWriter:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+
+# ---------------------------------------------------------------------------- compaction
+
+
+def compact_shard_set(path: str | os.PathLike, batch: int = 64) -> int:
+    """Replace a complete shard set by one ordinary LMDB store holding the same records.
+
+    The records are copied byte for byte and verified on the way (nothing is
+    decoded and encoded again); the indexes are rebuilt, and the metadata
+    (config, schema, codec, creation time) is kept. The new store is written
+    beside the set (``<path>.compact.tmp``), then swapped in: the set is renamed
+    to ``<path>.shards.old``, the new store to ``path``, and the old set removed.
+
+    Args:
+        path: The set (``…/train/data.lmdb``).
+        batch: Records per write transaction.
+
+    Returns:
+        The number of records copied.
+
+    Raises:
+        StorageError: ``path`` is not a shard set, a run is writing it, or an
+            earlier compaction left ``<path>.shards.old`` behind.
+        IncompleteStoreError: The set has no completion marker (finish or
+            resume its run first).
+        CorruptSampleError: A damaged record or shard (nothing is replaced).
+    """
+    from src.errors import IncompleteStoreError
+
+    path = Path(path)
+    if not is_shard_set(path):
+        raise StorageError(f"{path}: not a shard set")
+    old = path.with_name(path.name + ".shards.old")
+    if old.exists():
+        raise StorageError(f"{old} is left from an interrupted compaction: check {path}, then remove it")
+    tmp = path.with_name(path.name + ".compact" + TMP_SUFFIX)
+    lock = acquire_writer_lock(path)  # no run may publish meanwhile
+    try:
+        with ShardedLMDBStorage(path) as source:
+            if not source.is_complete:
+                raise IncompleteStoreError(f"{path}: the shard set is incomplete; finish or resume its run before compacting")
+            meta = source.meta
+            keys = source.get_all_keys()
+            shutil.rmtree(tmp, ignore_errors=True)
+            total = sum(m.bytes for m in source.shards)
+            target = LMDBStorage(
+                tmp,
+                readonly=False,
+                map_size_gb=max(1.0, 1.25 * total / 1024**3),
+                codec=meta.get("codec"),
+                codec_options=meta.get("codec_options"),
+                index_fields=meta.get("index_fields") or (),
+                create_indexes=bool(meta.get("index_fields")),
+                config=meta.get("config"),
+            )
+            try:
+                assert target._meta is not None
+                target._meta.update({k: meta[k] for k in ("schema", "created") if k in meta})
+                copied = target.copy_records(source, keys, batch)
+                target.close(complete=True)
+            except BaseException:
+                target.close(complete=False)
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    finally:
+        lock.close()
+    os.rename(path, old)
+    os.rename(tmp, path)
+    fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+    logger.info("%s: compacted %d records into one LMDB store", path, copied)
+    return copied
