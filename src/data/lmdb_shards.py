@@ -12,6 +12,8 @@ Layout::
 
     data.lmdb/
         shardset.json               the set's metadata (format, config, completion flag, totals)
+        run                         the id of the run that last opened it for writing
+        .writer.lock                held (flock) by that run's driver
         shards/
             <name>.lmdb/data.mdb    one sealed LMDB store (samples, indexes, __meta__)
             <name>.json             its manifest: keys, byte size, schema, host
@@ -19,8 +21,10 @@ Layout::
 
 * **Commit point**: a shard's manifest. The sealed store is moved or copied
   into ``shards/`` first (a temporary name, fsync, rename), and only then is
-  the manifest written atomically. A shard without a manifest is an
-  interrupted publish: readers ignore it and the next writer removes it.
+  the manifest written atomically, if the run that wrote the shard still
+  holds the set (``run``). A shard without a manifest is an interrupted
+  publish: readers ignore it and a later writer removes it once it has been
+  untouched for 10 minutes. One run writes a set at a time (``.writer.lock``).
 * **Discovery** reads the manifests only (small JSON files listing the keys);
   a shard's environment is opened on its first read, lock-free (sealed shards
   never change), and at most ``max_open_shards`` stay open per process (by
@@ -42,7 +46,8 @@ Layout::
   (:class:`ShardWriter`, ``processing.shard_dir``), never on a network file
   system; a published shard is only read, so a shared file system may hold the
   set. Work directories of writers that died are removed by the next writer
-  on the same node (each holds an ``flock`` on its own).
+  on the same node (each holds an ``flock`` on its own, taken before the
+  directory gets the name the sweep looks at).
 """
 
 from __future__ import annotations
