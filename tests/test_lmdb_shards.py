@@ -735,3 +735,17 @@ def test_compact_refuses_a_set_in_use_incomplete_or_damaged(built, tmp_path):
         compact_shard_set(store)
     assert is_shard_set(store) and len(LMDBStorage(store)) == N  # nothing replaced
     assert not store.with_name("data.lmdb.compact.tmp").exists()
+
+
+def test_a_compaction_that_died_between_its_renames_is_finished(built, tmp_path):
+    store = copy_set(built.sharded, tmp_path)
+    done = copy_set(built.sharded, tmp_path / "other")
+    assert compact_shard_set(done) == N
+    # The state a crash leaves after the set moved aside and before the new store moved in:
+    os.rename(store, store.with_name("data.lmdb.shards.old"))
+    shutil.copytree(done, store.with_name("data.lmdb.compact" + TMP_SUFFIX))
+    assert compact_shard_set(store) == N
+    assert sorted(p.name for p in store.parent.iterdir()) == ["data.lmdb"]
+    with LMDBStorage(store) as compacted, LMDBStorage(built.single) as ref:
+        keys = ref.get_all_keys()
+        assert records(compacted, keys) == records(ref, keys)

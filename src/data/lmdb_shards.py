@@ -371,6 +371,9 @@ class ShardedLMDBStorage(LMDBStorage):
         if not readonly:
             self.path.mkdir(parents=True, exist_ok=True)
             self._writer_lock = acquire_writer_lock(self.path)  # one run publishes into a set at a time
+            if (self.path / "data.mdb").exists():  # compacted meanwhile
+                self._writer_lock.close()
+                raise StorageError(f"{self.path}: holds an ordinary LMDB store, not a shard set")
             self.run_id = uuid.uuid4().hex
             atomic_write(self.path / RUN_NAME, self.run_id.encode())  # before any of this run's actors starts
             _remove_unpublished(self.path)
@@ -530,6 +533,8 @@ class ShardedLMDBStorage(LMDBStorage):
         return parse_meta(raw)
 
     def _write_meta(self, meta: dict[str, Any]) -> None:
+        if (self.path / "data.mdb").exists():
+            raise StorageError(f"{self.path}: was compacted into an ordinary LMDB store meanwhile; the set's metadata is not written")
         schema = dict(meta.get("schema") or {})
         for manifest in self._manifests:
             for name, part in manifest.schema.items():
@@ -777,6 +782,7 @@ def compact_shard_set(path: str | os.PathLike, batch: int = 64) -> int:
     (config, schema, codec, creation time) is kept. The new store is written
     beside the set (``<path>.compact.tmp``), then swapped in: the set is renamed
     to ``<path>.shards.old``, the new store to ``path``, and the old set removed.
+    A compaction that died between the two renames is finished by the next call.
 
     Args:
         path: The set (``…/train/data.lmdb``).
@@ -795,13 +801,23 @@ def compact_shard_set(path: str | os.PathLike, batch: int = 64) -> int:
     from src.errors import IncompleteStoreError
 
     path = Path(path)
+    old = path.with_name(path.name + ".shards.old")
+    tmp = path.with_name(path.name + ".compact" + TMP_SUFFIX)
+    if not path.exists() and old.exists() and (tmp / "data.mdb").exists():  # died between its two renames
+        with LMDBStorage(tmp) as done:
+            complete = done.is_complete
+        if complete:
+            os.rename(tmp, path)
+            fsync_dir(path.parent)
+            shutil.rmtree(old, ignore_errors=True)
+            logger.warning("%s: finished an interrupted compaction", path)
+            with LMDBStorage(path) as finished:
+                return len(finished)
+    if old.exists():
+        raise StorageError(f"{old} is left from an interrupted compaction: check {path} and {tmp}, then remove it")
     if not is_shard_set(path):
         raise StorageError(f"{path}: not a shard set")
-    old = path.with_name(path.name + ".shards.old")
-    if old.exists():
-        raise StorageError(f"{old} is left from an interrupted compaction: check {path}, then remove it")
-    tmp = path.with_name(path.name + ".compact" + TMP_SUFFIX)
-    lock = acquire_writer_lock(path)  # no run may publish meanwhile
+    lock = acquire_writer_lock(path)  # no run may publish meanwhile, until the set is gone
     try:
         with ShardedLMDBStorage(path) as source:
             if not source.is_complete:
@@ -829,11 +845,12 @@ def compact_shard_set(path: str | os.PathLike, batch: int = 64) -> int:
                 target.close(complete=False)
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+        os.rename(path, old)
+        fsync_dir(path.parent)
+        os.rename(tmp, path)
+        fsync_dir(path.parent)
     finally:
         lock.close()
-    os.rename(path, old)
-    os.rename(tmp, path)
-    fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)
     logger.info("%s: compacted %d records into one LMDB store", path, copied)
     return copied

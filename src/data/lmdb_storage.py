@@ -76,12 +76,19 @@ class _Txn:
 
     __slots__ = ("shared", "txn")
 
-    def __init__(self, shared: _SharedEnv, txn: lmdb.Transaction) -> None:
-        self.shared, self.txn = shared, txn
+    def __init__(self, shared: _SharedEnv, write: bool, db: Any) -> None:
+        # Counted before LMDB starts it: a fork in between must see it open.
+        with shared.lock:
+            shared.active += 1
+        try:
+            self.txn = shared.env.begin(write=write, db=db, buffers=not write)
+        except BaseException:
+            with shared.lock:
+                shared.active -= 1
+            raise
+        self.shared = shared
 
     def __enter__(self) -> lmdb.Transaction:
-        with self.shared.lock:
-            self.shared.active += 1
         return self.txn.__enter__()
 
     def __exit__(self, *exc: Any) -> Any:
@@ -310,10 +317,10 @@ class LMDBStorage(Storage):
     def _begin(self, write: bool = False, db: Any = None) -> _Txn:
         shared = self._connect()
         try:
-            return _Txn(shared, shared.env.begin(write=write, db=db, buffers=not write))
+            return _Txn(shared, write, db)
         except lmdb.MapResizedError:
             shared.env.set_mapsize(0)  # adopt the size another process grew the map to
-            return _Txn(shared, shared.env.begin(write=write, db=db, buffers=not write))
+            return _Txn(shared, write, db)
 
     # ------------------------------------------------------------------ primitives
 
