@@ -405,34 +405,50 @@ class RayExecutor(Executor):
         count = self.workers
         if self.address is not None and self.config.processing.workers is None:
             count = max(1, int(cluster.get("CPU", 1)))
-        on_gpu = 0
-        if resources["num_gpus"] > 0:  # as many GPU actors as fit where a CPU and the GPU share are on one node
-            share = resources["num_gpus"]
-            fit = sum(
-                min(int(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0) / share + 1e-9))
-                for n in ray.nodes() if n.get("Alive")
-            )
-            if fit < 1 and needs_gpu:
-                raise DeepfakeDataError(
-                    f"faces.detector {self.config.faces.detector!r} needs {share:g} GPU per actor; no node of the Ray cluster "
-                    f"has a CPU and that much GPU (cluster: {cluster.get('GPU', 0):g} GPU)"
-                )
-            on_gpu = min(count, fit)
-            if needs_gpu:
-                count = on_gpu
-            # A detector that also runs on the CPU fills the other CPUs with CPU actors.
         if count > cluster.get("CPU", 0):
             logger.warning("%d Ray actors asked for, but the cluster has %g CPUs: the others wait for nodes", count, cluster.get("CPU", 0))
         options = dict(max_restarts=-1, max_task_retries=0)
-        gpu_remote = ray.remote(VideoActor).options(**resources, **options)
-        cpu_remote = ray.remote(VideoActor).options(num_cpus=1, num_gpus=0, **options)
         level = logging.getLogger().getEffectiveLevel()
         plugins = os.environ.get(PLUGINS_ENV, "")
-        self.stats.actors = self.workers_used = count
-        self.stats.actor_gpus = [resources["num_gpus"] if i < on_gpu else 0.0 for i in range(count)]
-        if on_gpu:
-            logger.info("Ray: %d of %d actors with %g GPU each", on_gpu, count, resources["num_gpus"])
-        return [_Actor(i, (gpu_remote if i < on_gpu else cpu_remote).remote(self.config, level, plugins, self.shards)) for i in range(count)]
+        if resources["num_gpus"] > 0:
+            plan = self._gpu_plan(ray, resources["num_gpus"], needs_gpu)[:count]
+        else:
+            plan = [(None, False)] * count
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        actors = []
+        for i, (node, gpu) in enumerate(plan):
+            placement = {} if node is None else {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)}
+            remote = ray.remote(VideoActor).options(**(resources if gpu else {"num_cpus": 1, "num_gpus": 0}), **placement, **options)
+            actors.append(_Actor(i, remote.remote(self.config, level, plugins, self.shards)))
+        self.stats.actors = self.workers_used = len(actors)
+        self.stats.actor_gpus = [resources["num_gpus"] if gpu else 0.0 for _, gpu in plan]
+        if resources["num_gpus"] > 0:
+            logger.info("Ray: %d of %d actors with %g GPU each", sum(g for _, g in plan), len(plan), resources["num_gpus"])
+        return actors
+
+    def _gpu_plan(self, ray: Any, share: float, needs_gpu: bool) -> list[tuple[str, bool]]:
+        """``(node id, GPU?)`` per actor: GPU actors where a CPU and ``share`` fit, then CPU actors on the CPUs left.
+
+        Each actor is placed on its node (soft affinity), so CPU actors never
+        take the CPUs the GPU actors of that node need.
+
+        Raises:
+            DeepfakeDataError: The detector needs a GPU and none fits.
+        """
+        nodes = sorted((n for n in ray.nodes() if n.get("Alive")), key=lambda n: n["NodeID"])
+        on_gpu: list[tuple[str, bool]] = []
+        on_cpu: list[tuple[str, bool]] = []
+        for node in nodes:
+            cpus = int(node["Resources"].get("CPU", 0))
+            fit = min(cpus, int(node["Resources"].get("GPU", 0) / share + 1e-9))
+            on_gpu += [(node["NodeID"], True)] * fit
+            on_cpu += [(node["NodeID"], False)] * (cpus - fit)
+        if needs_gpu and not on_gpu:
+            raise DeepfakeDataError(
+                f"faces.detector {self.config.faces.detector!r} needs {share:g} GPU per actor; no node of the Ray cluster has a CPU and that much GPU"
+            )
+        return on_gpu if needs_gpu else on_gpu + on_cpu
 
     # ------------------------------------------------------------------ the loop
 
@@ -501,6 +517,8 @@ class RayExecutor(Executor):
                 pending.pop(ref, None)
             in_flight -= len(actor.inflight)
             actor.inflight.clear()
+            # A seal is only sent with no video in flight: calls queued behind it had not started when it died.
+            sealing = failed is None or actor.sealing is not None
             if actor.sealing is not None:
                 pending.pop(actor.sealing, None)
                 actor.sealing = None
@@ -516,7 +534,8 @@ class RayExecutor(Executor):
             if crashes_since_result >= max(_CRASHES_PER_ACTOR, self.max_retries + 3) * len(actors):
                 raise DeepfakeDataError(f"Ray actors keep dying before finishing any video (last: {_one_line(exc)}); see the log above")
             # Actors run their queue in order: the oldest lost call was the one running, the rest never started.
-            if not lost:  # it died sealing: no video to charge
+            if sealing:  # it died sealing: no video to charge
+                requeue.extendleft(t for _, tasks in reversed(lost) for t in reversed(tasks))
                 return
             requeue.extendleft(t for _, tasks in reversed(lost[1:]) for t in reversed(tasks))
             yield from lose(lost[0][1], exc)
@@ -602,11 +621,11 @@ class RayExecutor(Executor):
                     actor.sealing = None
                     try:
                         published, incarnation = ray.get(ref)
-                    except RayActorError as exc:
-                        yield from actor_down(actor, exc, None)
-                        continue
                     except RayTaskError as exc:
                         raise _writer_error(exc) from exc
+                    except RayError as exc:  # the actor died, or the reply was lost with its node: redo what it held
+                        yield from actor_down(actor, exc, None)
+                        continue
                     same_process(actor, incarnation)
                     yield from release(actor, published)
                     unheld(actor, "published its shards without them")  # never expected: redo rather than wait forever
