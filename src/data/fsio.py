@@ -2,6 +2,8 @@
 
 * :func:`atomic_write`: temp file, fsync, ``os.replace``, directory fsync.
 * :func:`fsync_dir`: make renames inside a directory durable.
+* :func:`fsync_file`: make a file's content durable.
+* :func:`try_lock`: an exclusive ``flock`` on a file, or None when it is held.
 * :func:`acquire_writer_lock`: one writer per store directory (``flock``).
 """
 
@@ -13,7 +15,7 @@ from typing import Any
 
 from src.errors import StorageError
 
-__all__ = ["TMP_SUFFIX", "acquire_writer_lock", "atomic_write", "fsync_dir"]
+__all__ = ["TMP_SUFFIX", "acquire_writer_lock", "atomic_write", "fsync_dir", "fsync_file", "try_lock"]
 
 #: Suffix of files being written; a writer removes leftovers with it on open.
 TMP_SUFFIX = ".tmp"
@@ -31,6 +33,33 @@ def fsync_dir(path: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """fsync a file written by someone else (a closed LMDB environment's ``data.mdb``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def try_lock(path: str | os.PathLike) -> Any | None:
+    """Take an exclusive ``flock`` on ``path`` (created if missing) without waiting.
+
+    Returns:
+        The open file, which holds the lock until closed; None when another
+        open file (in any process) holds it.
+    """
+    import fcntl
+
+    fh = open(path, "a+b")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        return None
+    return fh
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, *, sync_dir: bool = True) -> None:
@@ -62,12 +91,7 @@ def acquire_writer_lock(directory: Path) -> Any:
     Raises:
         StorageError: Another process (or store object) holds the lock.
     """
-    import fcntl
-
-    fh = open(directory / ".writer.lock", "a+b")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise StorageError(f"{directory}: another writer has this store open; close it first") from None
+    fh = try_lock(directory / ".writer.lock")
+    if fh is None:
+        raise StorageError(f"{directory}: another writer has this store open; close it first")
     return fh

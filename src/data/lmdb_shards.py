@@ -53,7 +53,6 @@ Layout::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -69,7 +68,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from src.data.fsio import TMP_SUFFIX, acquire_writer_lock, atomic_write, fsync_dir
+from src.data.fsio import TMP_SUFFIX, acquire_writer_lock, atomic_write, fsync_dir, fsync_file, try_lock
 from src.data.lmdb_storage import LMDBStorage
 from src.data.storage import DEFAULT_INDEX_FIELDS, _merge_schema, parse_meta
 from src.errors import CorruptSampleError, StorageError
@@ -207,14 +206,6 @@ def _shard_dir(store_path: Path, name: str) -> Path:
     return store_path / SHARDS_DIR / f"{name}.lmdb"
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish_shard(
     local: Path,
     store_path: str | os.PathLike,
@@ -255,7 +246,7 @@ def publish_shard(
             os.rename(source, staging / "data.mdb")  # same file system: no copy (the data is already on disk)
         except OSError:
             shutil.copyfile(source, staging / "data.mdb")
-        _fsync_file(staging / "data.mdb")
+        fsync_file(staging / "data.mdb")
         fsync_dir(staging)
         size = (staging / "data.mdb").stat().st_size
         os.rename(staging, _shard_dir(store_path, name))
@@ -620,16 +611,6 @@ class ShardTarget:
     run_ids: Mapping[str, str] = field(default_factory=dict)
 
 
-def _try_lock(path: Path) -> Any | None:
-    fh = open(path, "a+b")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        return None
-    return fh
-
-
 def remove_stale_workdirs(root: str | os.PathLike) -> int:
     """Remove the work directories of shard writers that died on this node (their lock is free).
 
@@ -649,7 +630,7 @@ def remove_stale_workdirs(root: str | os.PathLike) -> int:
                     shutil.rmtree(entry, ignore_errors=True)
             continue
         try:
-            lock = _try_lock(entry / "lock")  # every published work directory has its lock file
+            lock = try_lock(entry / "lock")  # every published work directory has its lock file
         except FileNotFoundError:
             continue  # removed meanwhile
         if lock is None:
@@ -706,7 +687,7 @@ class ShardWriter:
         remove_stale_workdirs(root)
         # Locked before it gets the name the sweep looks at, so no other writer ever sees it unlocked.
         new = Path(tempfile.mkdtemp(prefix=_NEW_WORKDIR_PREFIX, dir=root))
-        self._lock = _try_lock(new / "lock")
+        self._lock = try_lock(new / "lock")
         self.workdir = root / (_WORKDIR_PREFIX + new.name[len(_NEW_WORKDIR_PREFIX):])
         os.rename(new, self.workdir)
         self._open: dict[str, _OpenShard] = {}

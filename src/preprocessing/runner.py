@@ -226,12 +226,12 @@ def _each(results: Iterable[TaskResult]) -> Iterator[TaskResult]:
 def _shard_target(config: Config, stores: dict[str, Storage], spec: DatasetSpec) -> ShardTarget:
     """Where the workers write their shards: the split stores (shard sets), with the stores' own options."""
     lm, p = config.output.lmdb, config.processing
-    first = next(iter(stores.values()))
+    first = next(iter(stores.values()))  # opened by _open_stores: a resumed set keeps what it was made with
     options = dict(
-        codec=config.output.codec,
-        codec_options={"jpeg_quality": config.output.jpeg_quality, "zstd_level": config.output.zstd_level},
-        create_indexes=lm.create_indexes,
-        index_fields=first.index_fields,  # a resumed set keeps the fields it was made with
+        codec=first.codec,
+        codec_options=first.codec_options,
+        create_indexes=bool(first.index_fields),
+        index_fields=first.index_fields,
         config=first.meta.get("config"),
         map_size_gb=min(lm.map_size_gb, max(1.0, 2 * p.shard_mb / 1024)),  # grows itself when full
     )
