@@ -250,3 +250,11 @@ def test_bench_ray_long_quick(tmp_path: Path) -> None:
     _check_present_and_sane(table, expected)
     assert table["ray_vs_pool", "whole_run_time_ratio"] == pytest.approx(table["pool", "videos_per_s"] / table["ray_shards", "videos_per_s"], rel=0.01)
     assert "# reproduce: " in stderr and "bench_ray_long.py --quick" in stderr and "# machine: " in stderr
+
+
+@pytest.mark.slow
+def test_bench_ray_batch_quick(tmp_path: Path) -> None:
+    table, stderr = _bench_csv("bench_ray_batch.py", tmp_path, timeout=300)
+    expected = [(name, m) for name in ("ray_batch1", "ray_batch4", "pool") for m in ("driver_cpu_ms_per_video", "steady_videos_per_s")]
+    _check_present_and_sane(table, expected)
+    assert "# reproduce: " in stderr and "bench_ray_batch.py --quick" in stderr and "# machine: " in stderr

@@ -27,7 +27,7 @@ already committed (published, with shards).
   ``num_gpus``; one that *can use* one, as MTCNN, declares ``gpu_share`` and
   gets GPU actors when the cluster has GPUs). The detector is built once per actor.
 * **Batches**: the driver sends ``processing.ray_batch`` videos per actor call
-  (:func:`videos_per_call`; measured driver CPU per video 1.2 / 0.45 / 0.20 ms
+  (:func:`videos_per_call`; measured driver CPU per video 1.26 / 0.42 / 0.19 ms
   with batches of 1 / 4 / 16), and at most ``processing.max_in_flight`` videos
   (two calls at least) are queued on each actor; results are fetched as calls
   finish.
@@ -123,9 +123,10 @@ def ray_temp_dir() -> str:
 def videos_per_call(ray_batch: int | None, actors: int) -> int:
     """Videos sent per actor call: ``ray_batch``, or with ``None`` one per 8 actors, from 1 to 16.
 
-    A call costs the driver ~1 ms of CPU and a video ~0.2 ms more (measured
-    here: 1.2 / 0.45 / 0.20 ms per video with batches of 1 / 4 / 16), so the
-    driver's load grows with the actors; batches bound it. Few actors get
+    A call costs the driver ~1.1 ms of CPU and a video ~0.15 ms more (measured
+    here by ``benchmarks/bench_ray_batch.py``: 1.26 / 0.42 / 0.19 ms per video
+    with batches of 1 / 4 / 16), so the driver's load grows with the actors;
+    batches bound it. Few actors get
     single videos: a batch is a unit of work that cannot be shared out, which
     matters at the end of a small run.
     """
